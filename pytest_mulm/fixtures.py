@@ -1,0 +1,174 @@
+"""Public fixtures of pytest-mulm. Their docstrings are what ``pytest --fixtures`` shows.
+
+Expensive work (exports, wheels, venvs) happens once per test run even under
+pytest-xdist: the first worker does it under a file lock in a folder all workers share,
+the others read the recorded result (pytest-xdist docs, "Making session-scoped fixtures
+execute only once").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import pytest
+
+if TYPE_CHECKING:
+    from .exporting import ExportResult
+    from .plugin import MulmSettings
+    from .venv import Venv
+    from .workflow import Workflow
+
+
+def once(run_dir: Path, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Compute a JSON-able result once per run across processes; later callers read it."""
+    from filelock import FileLock
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result_file = run_dir / f"{name}.json"
+    with FileLock(str(run_dir / f"{name}.lock")):
+        if result_file.is_file():
+            return json.loads(result_file.read_text(encoding="utf-8"))
+        result = compute()
+        tmp = result_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result), encoding="utf-8")
+        tmp.replace(result_file)
+        return result
+
+
+@pytest.fixture(scope="session")
+def mulm_settings(pytestconfig: pytest.Config) -> MulmSettings:
+    """The resolved pytest-mulm settings (workflow path, formats, output folder)."""
+    from .plugin import settings_of
+
+    return settings_of(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def mulm_workflow(mulm_settings: MulmSettings) -> Workflow:
+    """The validated workflow given with ``--mulm-workflow`` (immutable).
+
+    Skips the test when no workflow was given.
+    """
+    if mulm_settings.workflow is None:
+        pytest.skip("no workflow given: run pytest with --mulm-workflow=WF.json")
+    return mulm_settings.workflow
+
+
+@pytest.fixture(scope="session")
+def mulm_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every xdist worker of this run (and only this run)."""
+    base = tmp_path_factory.getbasetemp()
+    # Under xdist each worker's basetemp is <run>/popen-gwN; the parent is per run.
+    root = base.parent if base.name.startswith("popen-gw") else base
+    path = root / "mulm-run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class ReferenceOutcome:
+    """The reference runtime's answer for one example: ``output`` or ``error``."""
+
+    input: Any
+    output: Any = None
+    error: str | None = None
+    missing_module: str | None = None  # the verifying environment lacks a block dependency
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@pytest.fixture(scope="session")
+def mulm_reference(mulm_workflow: Workflow) -> list[ReferenceOutcome]:
+    """The reference runtime's outcome for every example input, in order.
+
+    The ground truth every format is compared with.
+    """
+    from .ops import to_jsonable
+    from .runtime import BlockFailure, Runtime
+
+    runtime = Runtime(mulm_workflow)
+    outcomes = []
+    for value in mulm_workflow.examples:
+        try:
+            outcomes.append(ReferenceOutcome(to_jsonable(value), runtime.run(value)))
+        except BlockFailure as exc:
+            missing = exc.exc.name if isinstance(exc.exc, ModuleNotFoundError) else None
+            outcomes.append(ReferenceOutcome(to_jsonable(value), error=str(exc), missing_module=missing))
+    return outcomes
+
+
+@pytest.fixture(scope="session")
+def _mulm_exports() -> dict[str, ExportResult]:
+    return {}
+
+
+@pytest.fixture
+def mulm_export(request: pytest.FixtureRequest, mulm_settings: MulmSettings, mulm_workflow: Workflow,
+                mulm_format: str, _mulm_exports: dict[str, ExportResult]) -> ExportResult:
+    """The export of the workflow to the current ``mulm_format``.
+
+    Built once per run into the content-addressed cache under ``--mulm-out`` (reused when
+    nothing changed). Returns an :class:`~pytest_mulm.exporting.ExportResult` with
+    ``path``, ``key``, ``from_cache`` and the ``manifest``. Any test that uses it runs once
+    per selected format.
+    """
+    from .exporting import export_workflow
+
+    if mulm_format not in _mulm_exports:
+        _mulm_exports[mulm_format] = export_workflow(
+            mulm_workflow, mulm_format, out_dir=mulm_settings.out_dir, templates_dir=mulm_settings.templates_dir,
+        )
+        request.node.user_properties.append(("mulm_export", _mulm_exports[mulm_format].as_dict()))
+    return _mulm_exports[mulm_format]
+
+
+@pytest.fixture
+def mulm_wheel(mulm_export: ExportResult, mulm_run_dir: Path) -> dict[str, Any]:
+    """Build the export's wheel once per run: ``{"wheel": path or None, "log": str}``."""
+    from .venv import build_wheel
+
+    def build() -> dict[str, Any]:
+        wheel, result = build_wheel(mulm_export.path, mulm_run_dir / f"wheel-{mulm_export.key}")
+        return {"wheel": str(wheel) if wheel else None, "log": result.tail(), "seconds": result.seconds}
+
+    return once(mulm_run_dir, f"wheel-{mulm_export.key}", build)
+
+
+@pytest.fixture
+def mulm_install(mulm_export: ExportResult, mulm_wheel: dict[str, Any], mulm_run_dir: Path) -> dict[str, Any]:
+    """Create a fresh venv and install the export's wheel (with its ``test`` extra) once per run.
+
+    Returns ``{"ok": bool, "venv": path, "log": str, "seconds": float}``.
+    """
+    from .venv import Venv
+
+    def install() -> dict[str, Any]:
+        path = mulm_run_dir / f"venv-{mulm_export.key}"
+        if not mulm_wheel["wheel"]:
+            return {"ok": False, "venv": str(path), "log": "no wheel was built:\n" + mulm_wheel["log"], "seconds": 0.0}
+        venv, created = Venv.create(path)
+        if not created.ok:
+            return {"ok": False, "venv": str(path), "log": created.tail(), "seconds": created.seconds}
+        dist = Path(mulm_wheel["wheel"]).name.split("-")[0]
+        result = venv.install(f"{dist}[test] @ {Path(mulm_wheel['wheel']).as_uri()}")
+        return {"ok": result.ok, "venv": str(path), "log": result.tail(), "seconds": created.seconds + result.seconds}
+
+    return once(mulm_run_dir, f"install-{mulm_export.key}", install)
+
+
+@pytest.fixture
+def mulm_venv(mulm_install: dict[str, Any], mulm_format: str) -> Venv:
+    """A fresh virtualenv with the current format's artifact installed (shared per run).
+
+    Fails the test (pointing at ``test_install``) when the install did not succeed.
+    """
+    from .venv import Venv
+
+    if not mulm_install["ok"]:
+        pytest.fail(f"the artifact did not install, see test_install[{mulm_format}]:\n{mulm_install['log']}", pytrace=False)
+    return Venv(Path(mulm_install["venv"]))

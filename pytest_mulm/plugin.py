@@ -1,0 +1,194 @@
+"""The pytest side of pytest-mulm: options, suite collection, fixtures, report.
+
+Without ``--mulm-workflow`` (or the ``mulm_workflow`` ini key) this plugin adds options
+and fixtures and changes nothing else in a test run. With it, the selected formats'
+suites are collected as ordinary items (``test_install[python-package]``).
+
+Option precedence, highest first: command line, ini key, built-in default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .fixtures import (  # noqa: F401  (fixtures are registered by being in this module)
+    _mulm_exports,
+    mulm_export,
+    mulm_install,
+    mulm_reference,
+    mulm_run_dir,
+    mulm_settings,
+    mulm_venv,
+    mulm_wheel,
+    mulm_workflow,
+)
+
+if TYPE_CHECKING:
+    from .workflow import Workflow
+
+SETTINGS_KEY = pytest.StashKey["MulmSettings"]()
+
+OPTIONS = {
+    # name: (help, ini type, default)
+    "workflow": ("Path of the µLM workflow JSON to export and verify", "string", None),
+    "format": ("Export formats to verify: a comma list or 'all'. Default: 'all'", "string", "all"),
+    "out": ("Folder for exports and mulm-report.json. Default: 'mulm-out'", "string", "mulm-out"),
+    "templates": ("Folder of template overrides, searched before the built-in templates", "string", None),
+}
+
+
+@dataclass(frozen=True)
+class MulmSettings:
+    workflow_path: Path | None
+    formats: tuple[str, ...]
+    out_dir: Path
+    templates_dir: Path | None
+    workflow: Workflow | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.workflow is not None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mulm", "µLM workflow export and verification")
+    for name, (help_text, ini_type, default) in OPTIONS.items():
+        group.addoption(f"--mulm-{name}", dest=f"mulm_{name}", default=None, metavar=name.upper(), help=help_text)
+        parser.addini(f"mulm_{name}", help=help_text, type=ini_type, default=default)
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"mulm_{name}")
+    if value is None:
+        value = config.getini(f"mulm_{name}") or None
+    return value if value is not None else OPTIONS[name][2]
+
+
+def _resolve(config: pytest.Config) -> MulmSettings:
+    base = config.invocation_params.dir
+    wf_value = _option(config, "workflow")
+    out = base / _option(config, "out")
+    templates = _option(config, "templates")
+    templates_dir = (base / templates) if templates else None
+    if templates_dir is not None and not templates_dir.is_dir():
+        raise pytest.UsageError(f"--mulm-templates: {templates_dir} is not a folder")
+    if wf_value is None:
+        return MulmSettings(None, (), out, templates_dir)
+    from .errors import MulmError
+    from .exporting import refuse_unrunnable
+    from .loader import load_workflow
+    from .plugins import get_registry
+
+    try:
+        registry = get_registry()
+        formats = tuple(registry.resolve_formats(_option(config, "format")))
+        workflow = load_workflow(base / wf_value)
+        for fmt in formats:
+            refuse_unrunnable(workflow, registry.exporter(fmt))
+    except MulmError as exc:
+        from .cli import error_lines
+
+        raise pytest.UsageError("\n".join(error_lines(exc))) from None
+    return MulmSettings(base / wf_value, formats, out, templates_dir, workflow)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = _resolve(config)
+    config.stash[SETTINGS_KEY] = settings
+    if settings.active and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(MulmReporter(config, settings), "mulm-reporter")
+    config.addinivalue_line("markers", "mulm_suite(format): a pytest-mulm verification item for FORMAT")
+
+
+def settings_of(config: pytest.Config) -> MulmSettings:
+    return config.stash[SETTINGS_KEY]
+
+
+# -- collection ------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the suite items must exist before -k, -m and --lf filter the list
+    settings = settings_of(config)
+    if not settings.active:
+        return
+    import importlib
+
+    from .plugins import get_registry
+
+    registry = get_registry()
+    for fmt in settings.formats:
+        for module_name in registry.suites.get(fmt, []):
+            path = Path(importlib.import_module(module_name).__file__ or "")
+            module = pytest.Module.from_parent(session, path=path, nodeid=f"mulm/{module_name.rsplit('.', 1)[-1]}")
+            items.extend(_collect(session, module))
+
+
+def _collect(session: pytest.Session, collector: pytest.Collector) -> list[pytest.Item]:
+    found: list[pytest.Item] = []
+    for node in collector.collect():
+        if isinstance(node, pytest.Item):
+            _tag(node)
+            found.append(node)
+        elif isinstance(node, pytest.Collector):
+            found.extend(_collect(session, node))
+    return found
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mulm_format" not in metafunc.fixturenames:
+        return
+    settings = settings_of(metafunc.config)
+    suite_format = getattr(metafunc.module, "MULM_FORMAT", None)
+    formats = [f for f in settings.formats if suite_format in (None, f)]
+    metafunc.parametrize("mulm_format", formats, scope="session")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    _tag(item)
+
+
+def _tag(item: pytest.Item) -> None:
+    # the format travels with the item's reports, also from xdist workers to the controller
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "mulm_format" in callspec.params:
+        if ("mulm_format", callspec.params["mulm_format"]) not in item.user_properties:
+            item.user_properties.append(("mulm_format", callspec.params["mulm_format"]))
+
+
+# -- results and report ------------------------------------------------------------------------
+
+
+class MulmReporter:
+    """Collects suite outcomes on the controller (xdist forwards worker reports here)."""
+
+    def __init__(self, config: pytest.Config, settings: MulmSettings):
+        self.config = config
+        self.settings = settings
+        self.results: list[dict[str, Any]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = {k: v for k, v in report.user_properties if isinstance(k, str)}
+        if "mulm_format" not in props:
+            return
+        if report.when == "call" or (report.when == "setup" and not report.passed) or (report.when == "teardown" and report.failed):
+            from .report import result_entry
+
+            self.results.append(result_entry(report, props))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from .report import write_report
+
+        write_report(self.settings, self.results, int(exitstatus))
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .report import summary_lines
+
+        terminalreporter.section("mulm verification")
+        for line in summary_lines(self.results, self.settings):
+            terminalreporter.write_line(line)

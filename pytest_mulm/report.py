@@ -1,0 +1,125 @@
+"""mulm-report.json and the terminal summary: they only read results (design.md §8)."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    import pytest
+
+    from .plugin import MulmSettings
+
+__all__ = ["REPORT_SCHEMA", "result_entry", "summary_lines", "write_report"]
+
+REPORT_SCHEMA = 1
+
+
+def result_entry(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, Any]:
+    name = report.nodeid.split("::")[-1]
+    check = name.split("[")[0]
+    message = ""
+    if report.failed or report.skipped:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:
+            message = crash.message
+        elif isinstance(report.longrepr, tuple):  # skips: (file, line, reason)
+            message = str(report.longrepr[2])
+        else:
+            message = str(report.longrepr).strip().splitlines()[-1] if report.longrepr else ""
+    outcome = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
+    return {
+        "nodeid": report.nodeid,
+        "format": props["mulm_format"],
+        "check": check,
+        "outcome": outcome,
+        "duration": round(report.duration, 4),
+        "message": message.split("\n")[0][:500],
+        "export": props.get("mulm_export"),
+    }
+
+
+def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int) -> dict[str, Any]:
+    wf = settings.workflow
+    formats: dict[str, Any] = {}
+    for fmt in settings.formats:
+        mine = [r for r in results if r["format"] == fmt]
+        exports = [r["export"] for r in mine if r.get("export")]
+        first = exports[0] if exports else {}
+        formats[fmt] = {
+            "export_dir": first.get("path"),
+            "content_hash": first.get("content_hash"),
+            "cache_key": first.get("key"),
+            # one entry per process that asked for the export: built once means one False
+            "builds": sum(1 for e in exports if not e.get("from_cache")),
+            "from_cache": bool(exports) and all(e.get("from_cache") for e in exports),
+            "checks": [
+                {k: r[k] for k in ("check", "nodeid", "outcome", "duration", "message")} for r in mine
+            ],
+        }
+    passed = sum(1 for r in results if r["outcome"] == "passed")
+    return {
+        "schema": REPORT_SCHEMA,
+        "plugin_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "workflow": {
+            "path": str(settings.workflow_path), "id": wf.id if wf else None, "name": wf.name if wf else None,
+            "content_hash": wf.content_hash if wf else None,
+            "examples": len(wf.examples) if wf else 0,
+            "examples_synthesized": wf.examples_synthesized if wf else False,
+            "llm_blocks_fallback": [n.id for n in wf.nodes if n.kind == "llm"] if wf else [],
+        },
+        "formats": formats,
+        "tests_passed": passed,
+        "tests_failed": sum(1 for r in results if r["outcome"] in ("failed", "error")),
+        "tests_skipped": sum(1 for r in results if r["outcome"] == "skipped"),
+        "tests_total": len(results),
+        "exit_status": exitstatus,
+        "recommendations": [],
+    }
+
+
+def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int) -> None:
+    from .plugins import get_plugin_manager
+
+    report = build_report(settings, results, exitstatus)
+    sections = []
+    for contributed in get_plugin_manager().hook.report_sections(report=report):
+        sections.extend(contributed or [])
+    report["sections"] = sections
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    target = settings.out_dir / "mulm-report.json"
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+def summary_lines(results: list[dict[str, Any]], settings: MulmSettings) -> list[str]:
+    checks = list(dict.fromkeys(r["check"] for r in results))
+    symbol = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
+    width = max([len(c) for c in checks] + [5])
+    lines = [f"{'check':<{width}}  " + "  ".join(f"{f:<16}" for f in settings.formats)]
+    for check in checks:
+        cells = []
+        for fmt in settings.formats:
+            outs = [r["outcome"] for r in results if r["check"] == check and r["format"] == fmt]
+            worst = next((o for o in ("error", "failed", "skipped", "passed") if o in outs), None)
+            cell = "-" if worst is None else symbol[worst] + (f" x{len(outs)}" if len(outs) > 1 else "")
+            cells.append(f"{cell:<16}")
+        lines.append(f"{check:<{width}}  " + "  ".join(cells))
+    for fmt in settings.formats:
+        exports = [r["export"] for r in results if r["format"] == fmt and r.get("export")]
+        if exports:
+            built = sum(1 for e in exports if not e.get("from_cache"))
+            lines.append(f"{fmt}: {exports[0]['path']} (built {built}x, reused {len(exports) - built}x)")
+    if settings.workflow is not None and any(n.kind == "llm" for n in settings.workflow.nodes):
+        ids = ", ".join(n.id for n in settings.workflow.nodes if n.kind == "llm")
+        lines.append(f"llm blocks answered by the template fallback (no model called): {ids}")
+    if settings.workflow is not None and settings.workflow.examples_synthesized:
+        lines.append("the workflow has no examples; one was synthesized from the input type")
+    lines.append(f"report: {settings.out_dir / 'mulm-report.json'}")
+    return lines

@@ -1,0 +1,1 @@
+"""Verification suites: ordinary pytest modules collected when --mulm-workflow is given."""

@@ -35,8 +35,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from pytest_mulm.loader import load_workflow  # noqa: E402
-from pytest_mulm.runtime import run_workflow  # noqa: E402
+from pytest_mulm.loader import load_workflow
+from pytest_mulm.runtime import run_workflow
 
 IRIS_SEED = 0
 MOE_SEED = 20240607
@@ -210,11 +210,12 @@ def build_moe() -> None:
                {"nodes": nodes, "edges": edges, "viewport": {"x": 0, "y": 0, "zoom": 0.75}})
 
     wf = load_workflow(HERE / "moe-router.json")
-    k = np.asarray(router["kernel"]); b = np.asarray(router["bias"])
+    k, b = np.asarray(router["kernel"]), np.asarray(router["bias"])
     for ex in wf.examples:
         z = (np.asarray(ex) - mean) / std
         logits = z @ k + b
-        gate = np.exp(logits - logits.max()); gate /= gate.sum()
+        gate = np.exp(logits - logits.max())
+        gate /= gate.sum()
         top = np.sort(gate)[::-1]
         # keep top-2 selection unambiguous across runtimes (no near ties at the cut)
         assert top[1] - top[2] > 1e-3, f"moe example {ex}: gate near tie {top}"

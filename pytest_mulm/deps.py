@@ -36,7 +36,8 @@ def check_requirement(text: str, *, where: str, field: str) -> Requirement:
     try:
         return Requirement(text)
     except InvalidRequirement as exc:
-        raise WorkflowError(f"{text!r} is not a valid requirement ({exc}); write e.g. \"jinja2==3.1.6\"", where=where, field=field) from None
+        reason = str(exc).splitlines()[0]
+        raise WorkflowError(f"{text!r} is not a valid requirement ({reason}); write e.g. \"jinja2==3.1.6\"", where=where, field=field) from None
 
 
 def imports_of(source: str) -> list[str]:

@@ -99,6 +99,7 @@ def export_workflow(
         _guard_target(final)
         _build(workflow, exporter, final, key, tdir)
         return ExportResult(format, final, key, False, time.perf_counter() - started, _read_manifest(final))
+    prepare_out_dir(Path(out_dir))
     final = Path(out_dir) / exporter.name / key
     final.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(final) + ".lock"):
@@ -108,6 +109,19 @@ def export_workflow(
             shutil.rmtree(final)
         _build(workflow, exporter, final, key, tdir)
     return ExportResult(format, final, key, False, time.perf_counter() - started, _read_manifest(final))
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the output folder so that pytest never collects the generated tests in it
+    and git never picks it up (exports are build products, traced by their manifests)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("conftest.py", "# Written by pytest-mulm: exports here are verified by their suites, not collected.\ncollect_ignore_glob = ['*']\n"),
+        (".gitignore", "# Written by pytest-mulm: build products.\n*\n"),
+    ):
+        path = out / name
+        if not path.exists():
+            path.write_text(text, encoding="utf-8")
 
 
 def _guard_target(final: Path) -> None:

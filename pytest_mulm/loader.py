@@ -19,7 +19,7 @@ import numpy as np
 
 from .blocks import ACTIVATIONS, NUMERIC_KINDS, BlockType
 from .errors import WorkflowError
-from .workflow import Edge, Node, Workflow
+from .workflow import Edge, Node, Workflow, handle_key
 
 __all__ = ["load_workflow", "parse_workflow"]
 
@@ -58,6 +58,10 @@ def load_workflow(path: str | Path, *, block_types: Mapping[str, BlockType] | No
         raise WorkflowError(
             f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", where=where
         ) from None
+    except RecursionError:
+        raise WorkflowError("is nested too deeply to be a workflow; expected µLM workflow JSON", where=where) from None
+    except ValueError as exc:  # e.g. integers longer than Python's digit limit
+        raise WorkflowError(f"is not usable JSON: {str(exc).splitlines()[0]}", where=where) from None
     return parse_workflow(doc, base_dir=p.parent, path=p, block_types=block_types)
 
 
@@ -175,7 +179,8 @@ def _parse_edges(edges_raw: list, nodes: Mapping[str, dict]) -> list[Edge]:
     for i, raw in enumerate(edges_raw):
         if not isinstance(raw, dict):
             raise WorkflowError(f"is a JSON {type(raw).__name__}; each edge must be an object", where=f"edges[{i}]")
-        eid = str(raw.get("id") or f"edges[{i}]")
+        raw_id = raw.get("id")
+        eid = f"edges[{i}]" if raw_id is None or raw_id == "" else str(raw_id)
         where = f"edge '{eid}'"
         if eid in seen:
             raise WorkflowError("duplicate id; edge ids must be unique", where=where, field="id")
@@ -263,7 +268,8 @@ def _resolve_kind(raw: dict, data: dict, block_types: Mapping[str, BlockType], *
         return "output"
     if isinstance(data.get("sourceCode"), str) and data["sourceCode"].strip():
         return "python"
-    if dtype == "python":
+    config = data.get("config")
+    if dtype == "python" or (isinstance(config, dict) and config.get("generate")):
         return "python"
     return ""
 
@@ -302,6 +308,16 @@ def _parse_node(raw: dict, nid: str, block_types: Mapping[str, BlockType], *, is
         entrypoint, implicit, problem = _analyse_source(source, nid, label, config)
         if problem:
             problems.append(problem)
+    elif kind == "python" and config.get("generate"):
+        problems.append(
+            f"node '{nid}' ({label}): generated blocks (config.generate) need the LLM layer, "
+            "which this version does not have yet; give the block sourceCode"
+        )
+    elif kind == "python":
+        problems.append(f"node '{nid}' ({label}): Python block without sourceCode; give it sourceCode defining one function")
+    for key, deps in (("data.config.dependencies", config.get("dependencies")),
+                      ("data.metadata.dependencies", (data.get("metadata") or {}).get("dependencies") if isinstance(data.get("metadata"), dict) else None)):
+        _dependencies(deps, where, key)
     params = _numeric_params(kind, config, where, base_dir, digest) if kind in NUMERIC_KINDS else {}
     if kind == "llm":
         _check_llm(config, where)
@@ -320,13 +336,18 @@ def _analyse_source(source: str, nid: str, label: str, config: Mapping) -> tuple
         tree = ast.parse(source, filename=f"<block {nid}>")
     except SyntaxError as exc:
         line = (exc.text or "").strip()
+        at = f" at line {exc.lineno}" if exc.lineno else ""
         raise WorkflowError(
-            f"does not parse: {exc.msg} at line {exc.lineno}" + (f": {line[:60]!r}" if line else ""),
+            f"does not parse: {exc.msg}{at}" + (f": {line[:60]!r}" if line else ""),
             where=where, field="data.sourceCode",
         ) from None
+    except ValueError as exc:  # NUL bytes
+        raise WorkflowError(f"does not parse: {exc}", where=where, field="data.sourceCode") from None
     funcs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     public = [f for f in funcs if not f.startswith("_")]
     wanted = config.get("entrypoint")
+    if wanted is not None and (not isinstance(wanted, str) or not wanted.isidentifier()):
+        raise WorkflowError(f"is {wanted!r}; give the name of a function defined in sourceCode", where=where, field="data.config.entrypoint")
     title = f"node '{nid}' ({label})"
     if wanted:
         if wanted not in funcs:
@@ -486,7 +507,7 @@ def _check_ports_and_shapes(nodes: Mapping[str, Node], edges: list[Edge], order:
     dims: dict[str, int | None] = {}
     for nid in order:
         node = nodes[nid]
-        incoming = sorted((e for e in edges if e.target == nid), key=lambda e: e.target_handle or "")
+        incoming = sorted((e for e in edges if e.target == nid), key=lambda e: handle_key(e.target_handle))
         block = block_types.get(node.kind)
         if block is not None:
             for e in incoming:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Edge", "Node", "Workflow"]
+__all__ = ["Edge", "Node", "Workflow", "handle_key"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Workflow:
     def upstream(self, node_id: str) -> list[Edge]:
         """Incoming edges of a node, ordered by target handle then edge order."""
         incoming = [e for e in self.edges if e.target == node_id]
-        return sorted(incoming, key=lambda e: _handle_key(e.target_handle))
+        return sorted(incoming, key=lambda e: handle_key(e.target_handle))
 
     def downstream(self, node_id: str) -> list[Edge]:
         return [e for e in self.edges if e.source == node_id]
@@ -92,7 +92,7 @@ class Workflow:
         return slugify(self.name or self.id or "workflow")
 
 
-def _handle_key(handle: str | None) -> str:
+def handle_key(handle: str | None) -> str:
     # in0, in1, ..., in10 and expert0..expert12 must sort numerically, not lexically
     if not handle:
         return ""

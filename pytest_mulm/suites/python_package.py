@@ -92,6 +92,11 @@ def _cli(mulm_venv, mulm_export, *args, input=None):
     return mulm_venv.run([command, *args], input=input, timeout=600)
 
 
+def _error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    return lines[-1] if lines else (stderr.strip().splitlines() or ["(no output)"])[-1]
+
+
 def test_cli_version(mulm_venv, mulm_export, mulm_workflow):
     out = _cli(mulm_venv, mulm_export, "--version")
     assert out.ok, out.tail()
@@ -104,7 +109,7 @@ def test_cli_examples(mulm_venv, mulm_export, mulm_workflow, tmp_path):
         text = json.dumps(value)
         out = _cli(mulm_venv, mulm_export, "run", text)
         if not out.ok:
-            failures.append(f"example {i}: exit {out.returncode}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}")
+            failures.append(f"example {i}: exit {out.returncode}: {_error_line(out.stderr)}")
             continue
         json.loads(out.stdout)  # stdout holds exactly one JSON document
         # the same input through a file and through stdin gives the same answer
@@ -140,7 +145,7 @@ def test_parity(mulm_venv, mulm_export, mulm_reference):
     assert not broken, "the reference runtime fails on the workflow's own examples:\n" + "\n".join(broken)
     inputs = [r.input for r in mulm_reference]
     out = _cli(mulm_venv, mulm_export, "run", "--batch", input=json.dumps(inputs))
-    assert out.ok, f"the installed CLI failed:\n{out.tail()}"
+    assert out.ok, f"the installed CLI failed: {_error_line(out.stderr)}"
     actual = json.loads(out.stdout)
     problems = []
     for i, (got, ref) in enumerate(zip(actual, mulm_reference)):

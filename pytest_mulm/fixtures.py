@@ -65,6 +65,11 @@ def mulm_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = base.parent if base.name.startswith("popen-gw") else base
     path = root / "mulm-run"
     path.mkdir(parents=True, exist_ok=True)
+    # Copies of artifacts (with their generated tests) live here; a --basetemp inside the
+    # project must not make a later pytest run collect them.
+    ignore = path / "conftest.py"
+    if not ignore.exists():
+        ignore.write_text("collect_ignore_glob = ['*']\n", encoding="utf-8")
     return path
 
 

@@ -69,8 +69,11 @@ def get_plugin_manager() -> pluggy.PluginManager:
         pm.add_hookspecs(hookspecs)
         for name in DEFAULT_PLUGINS:
             pm.register(importlib.import_module(name), name)
-        _load_entry_points(pm)
-        pm.check_pending()
+        try:
+            _load_entry_points(pm)
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {pm.get_name(exc.plugin) or exc.plugin!r}: {exc}") from None
         _pm = pm
     return _pm
 
@@ -136,8 +139,14 @@ def reset() -> None:
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object at run time (conftest files, tests) and rebuild the registry."""
     global _registry
-    get_plugin_manager().register(plugin, name)
-    get_plugin_manager().check_pending()
+    pm = get_plugin_manager()
+    try:
+        pm.register(plugin, name)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
+        raise PluginError(f"plugin {name or plugin!r}: {exc}") from None
     _registry = None
 
 

@@ -122,13 +122,14 @@ def test_cli_examples(mulm_venv, mulm_export, mulm_workflow, tmp_path):
     assert not failures, "the CLI failed on examples:\n" + "\n".join(failures)
 
 
-def test_generated_tests(mulm_venv, mulm_export, tmp_path):
+def test_generated_tests(mulm_venv, mulm_export, mulm_run_dir):
     # Run the artifact's own tests against the installed package, from a copy so the
     # cached export stays byte-for-byte as the manifest records it.
     import shutil
+    import tempfile
 
-    work = tmp_path / "artifact"
-    shutil.copytree(mulm_export.path, work, ignore=shutil.ignore_patterns("src"))
+    work = Path(tempfile.mkdtemp(prefix="artifact-tests-", dir=mulm_run_dir))
+    shutil.copytree(mulm_export.path, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
     out = mulm_venv.run([str(mulm_venv.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(work / "tests")], cwd=work, timeout=900)
     assert out.returncode == 0, f"the generated tests failed inside the venv:\n{out.tail(40)}"
     assert " passed" in out.stdout, out.tail()

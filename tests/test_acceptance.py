@@ -1,0 +1,43 @@
+"""End to end: `pytest --mulm-workflow=<example> --mulm-format=python-package`, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ITEMS = 8  # the python-package suite's checks
+
+
+@pytest.mark.parametrize("example", ["iris-mlp", "moe-router", "sentiment-pipeline"])
+def test_example_verifies(pytester: pytest.Pytester, example: str) -> None:
+    result = pytester.runpytest_subprocess(
+        f"--mulm-workflow={EXAMPLES / (example + '.json')}", "--mulm-format=python-package",
+        "-p", "no:cacheprovider", "-rs",
+    )
+    result.assert_outcomes(passed=ITEMS)  # nothing skipped, nothing failed
+    report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
+    checks = {c["check"]: c["outcome"] for c in report["formats"]["python-package"]["checks"]}
+    assert checks == {name: "passed" for name in (
+        "test_export_manifest", "test_build_wheel", "test_install", "test_import",
+        "test_cli_version", "test_cli_examples", "test_generated_tests", "test_parity")}
+    assert report["tests_passed"] == report["tests_total"] == ITEMS
+
+
+def test_xdist_builds_once_then_reuses(pytester: pytest.Pytester) -> None:
+    args = (f"--mulm-workflow={EXAMPLES / 'iris-mlp.json'}", "--mulm-format=python-package", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*args, "-n", "2")
+    result.assert_outcomes(passed=ITEMS)
+    report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
+    fmt = report["formats"]["python-package"]
+    assert fmt["builds"] == 1, "the package must be built exactly once across workers"
+    result.stdout.fnmatch_lines(["python-package: * (built 1x, reused 1x)"])
+    # an unchanged workflow in a second run comes entirely from the cache
+    result = pytester.runpytest_subprocess(*args, "-n", "2")
+    result.assert_outcomes(passed=ITEMS)
+    fmt = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())["formats"]["python-package"]
+    assert fmt["builds"] == 0 and fmt["from_cache"] is True

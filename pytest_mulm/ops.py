@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # packages of pure-Python workflows do not depend on numpy
+    np = None
 
-F32 = np.float32
-_ERF = np.vectorize(math.erf, otypes=[np.float64])
+F32 = np.float32 if np is not None else float
 
 
 def as_tensor(value):
@@ -22,7 +24,8 @@ def as_tensor(value):
 def gelu(x):
     # the exact form, x * 0.5 * (1 + erf(x / sqrt(2))), in every runtime (design.md §4)
     x64 = np.asarray(x, dtype=np.float64)
-    return (x64 * 0.5 * (1.0 + _ERF(x64 / math.sqrt(2.0)))).astype(F32)
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return (x64 * 0.5 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(F32)
 
 
 def activate(x, name="linear"):
@@ -92,9 +95,9 @@ def label_output(probabilities, labels):
 
 def to_jsonable(value):
     """Plain JSON types for any runtime value (arrays become lists of Python floats)."""
-    if isinstance(value, np.ndarray):
+    if np is not None and isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, np.generic):
+    if np is not None and isinstance(value, np.generic):
         return value.item()
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}

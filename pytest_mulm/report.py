@@ -38,9 +38,16 @@ def result_entry(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, 
         "check": check,
         "outcome": outcome,
         "duration": round(report.duration, 4),
-        "message": message.split("\n")[0][:500],
+        "message": _one_line(message),
         "export": props.get("mulm_export"),
     }
+
+
+def _one_line(message: str, limit: int = 600) -> str:
+    # the first lines carry the check's own explanation; pytest's assert rewriting follows
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    kept = [line for line in lines[:4] if not line.startswith("assert ")]
+    return " | ".join(kept)[:limit]
 
 
 def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int) -> dict[str, Any]:

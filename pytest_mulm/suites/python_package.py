@@ -130,8 +130,9 @@ def test_generated_tests(mulm_venv, mulm_export, mulm_run_dir):
 
     work = Path(tempfile.mkdtemp(prefix="artifact-tests-", dir=mulm_run_dir))
     shutil.copytree(mulm_export.path, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
-    out = mulm_venv.run([str(mulm_venv.python), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(work / "tests")], cwd=work, timeout=900)
-    assert out.returncode == 0, f"the generated tests failed inside the venv:\n{out.tail(40)}"
+    out = mulm_venv.run([str(mulm_venv.python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", str(work / "tests")], cwd=work, timeout=900)
+    summary = [line for line in out.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    assert out.returncode == 0, "the generated tests failed inside the venv:\n" + "\n".join(summary + ["", out.tail(40)])
     assert " passed" in out.stdout, out.tail()
 
 

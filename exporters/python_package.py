@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import sys
 from importlib import resources
 from typing import Any, Callable
 
@@ -19,10 +20,10 @@ import numpy as np
 
 from pytest_mulm import __version__
 from pytest_mulm.blocks import NUMERIC_KINDS
-from pytest_mulm.deps import requirements_for
+from pytest_mulm.deps import distribution_for, imports_of, requirements_for
 from pytest_mulm.exporter import ExportContext, Exporter
 from pytest_mulm.hookspecs import hookimpl
-from pytest_mulm.naming import identifier, slugify
+from pytest_mulm.naming import identifier, one_line, slugify
 from pytest_mulm.ops import to_jsonable
 from pytest_mulm.runtime import BlockFailure, Runtime
 from pytest_mulm.workflow import Node, Workflow
@@ -30,9 +31,19 @@ from pytest_mulm.workflow import Node, Workflow
 FORMAT = "python-package"
 
 
+# import names the package must never take: it would shadow them, or depend on itself
+RESERVED = frozenset({"pytest", "numpy", "jinja2", "setuptools", "pip", "wheel", "test", "tests", "src", "site"})
+
+
 def names_for(workflow: Workflow) -> dict[str, str]:
     dist = slugify(workflow.name or workflow.id)
-    return {"dist": dist, "package": identifier(dist, prefix="wf"), "command": dist}
+    package = identifier(dist, prefix="wf")
+    taken = RESERVED | set(sys.stdlib_module_names) | {
+        distribution_for(m) or "" for n in workflow.nodes if n.source for m in imports_of(n.source)
+    } | {m.split(".")[0] for n in workflow.nodes if n.source for m in imports_of(n.source)}
+    if package in taken or dist in taken:
+        dist, package = f"{dist}-workflow", f"{package}_workflow"
+    return {"dist": dist, "package": package, "command": dist}
 
 
 class PythonPackageExporter(Exporter):
@@ -110,7 +121,7 @@ def _write_blocks(ctx: ExportContext, wf: Workflow, pkg: str, variables: dict[st
             continue
         mod = f"b_{variables[node.id]}"
         modules[node.id] = mod
-        header = [f"# Block {node.title} copied verbatim from the workflow by pytest-mulm.".replace("\n", " ")]
+        header = [f"# Block {one_line(node.title)} copied verbatim from the workflow by pytest-mulm."]
         imports = [f"import {m} as {n}" if n != m else f"import {m}" for n, m in node.implicit_imports]
         if imports:
             header.append("# The block uses these names without importing them; imported here explicitly.")
@@ -138,7 +149,7 @@ def _pipeline_body(wf: Workflow, variables: dict[str, str], modules: dict[str, s
         v = f"v_{variables[nid]}"
         ins = {(e.target_handle or e.source): f"v_{variables[e.source]}" for e in wf.upstream(nid)}
         first = next(iter(ins.values()), "None")
-        lines.append(f"# {node.kind}: {' '.join(node.title.split())}")
+        lines.append(f"# {node.kind}: {one_line(node.title)}")
         lines.append(f"{v} = {_expression(node, variables, modules, ins, first, multi)}")
     return lines
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MulmError, WorkflowError
+from .naming import printable
 
 __all__ = ["main"]
 
@@ -56,15 +57,17 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     workflow = load_workflow(args.workflow)
     if args.command == "check":
-        print(f"{workflow.name}: {len(workflow.nodes)} blocks, {len(workflow.edges)} edges, {len(workflow.examples)} example(s)")
+        print(f"{printable(workflow.name)}: {len(workflow.nodes)} blocks, {len(workflow.edges)} edges, {len(workflow.examples)} example(s)")
         for node in workflow.nodes:
-            print(f"  {node.id}\t{node.kind}\t{node.label}")
+            print(f"  {printable(node.id)}\t{node.kind}\t{printable(node.label)}")
         for line in workflow.problems:
-            print(f"  cannot run: {line}")
+            print(f"  cannot run: {printable(line)}")
         return 1 if workflow.problems else 0
     from .exporting import export_workflow
 
     formats = registry.resolve_formats(args.format)
+    if args.templates and not Path(args.templates).is_dir():
+        raise MulmError(f"--templates: {args.templates} is not a folder")
     out = Path(args.output)
     for fmt in formats:
         target = out if len(formats) == 1 else out / fmt

@@ -41,12 +41,16 @@ class WorkflowError(MulmError, ValueError):
         self.where = where
         self.field = field
         self.lines = lines or []
+        from .naming import printable
+
         text = message
         if field:
             text = f"{field}: {text}"
         if where:
             text = f"{where}: {text}"
-        super().__init__(text)
+        # workflow strings inside the message must not break it into lines or send escapes
+        self.lines = [printable(line) for line in self.lines]
+        super().__init__(printable(text))
 
 
 class UnknownFormatError(MulmError, LookupError):

@@ -92,6 +92,7 @@ def parse_workflow(
     if not isinstance(edges_raw, list):
         raise WorkflowError("is not a list of edges", where=where, field="edges")
 
+    _reject_surrogates(doc, where)
     base_dir = base_dir or Path.cwd()
     weights_digest = hashlib.sha256()
     raw_nodes = _check_node_ids(nodes_raw)
@@ -131,7 +132,7 @@ def parse_workflow(
     examples, synthesized = _examples(nodes, inputs)
     deployment = doc.get("deploymentConfig") if isinstance(doc.get("deploymentConfig"), dict) else {}
     content = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    content_hash = hashlib.sha256(content.encode() + weights_digest.digest()).hexdigest()
+    content_hash = hashlib.sha256(content.encode("utf-8", "surrogatepass") + weights_digest.digest()).hexdigest()
     return Workflow(
         id=_text(doc.get("id")) or (path.stem if path else "workflow"),
         name=_text(doc.get("name")) or _text(doc.get("id")) or (path.stem if path else "workflow"),
@@ -151,6 +152,25 @@ def parse_workflow(
         path=path,
         raw=doc,
     )
+
+
+def _reject_surrogates(doc: dict, where: str) -> None:
+    # JSON may spell unpaired UTF-16 surrogates (\\ud800); no file or package can hold them
+    def bad(value: Any) -> bool:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    if not bad(doc):
+        return
+    for i, node in enumerate(doc.get("nodes") or []):
+        if bad(node):
+            nid = node.get("id") if isinstance(node, dict) else None
+            raise WorkflowError("holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); text must be valid Unicode",
+                                where=f"node '{nid}'" if nid is not None else f"nodes[{i}]")
+    raise WorkflowError("holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff); text must be valid Unicode", where=where)
 
 
 # -- graph structure ---------------------------------------------------------------------
@@ -224,6 +244,16 @@ def _topological_order(ids: list[str], edges: list[Edge]) -> list[str]:
 
 def _find_cycle(candidates: list[str], succ: Mapping[str, list[str]]) -> list[str]:
     remaining = set(candidates)
+    # Nodes left after Kahn's algorithm are on a cycle or downstream of one; prune the
+    # downstream ones (no successor left) so every walk below must close a cycle.
+    pruned = True
+    while pruned:
+        pruned = False
+        for n in list(remaining):
+            if not any(m in remaining for m in succ[n]):
+                remaining.discard(n)
+                pruned = True
+    candidates = [n for n in candidates if n in remaining]
     for start in candidates:
         path, index = [start], {start: 0}
         node = start

@@ -25,3 +25,23 @@ def identifier(text: str, *, prefix: str = "n") -> str:
     if keyword.iskeyword(ident) or not ident.isidentifier():
         ident = f"{prefix}_{ident}"
     return ident
+
+
+def one_line(text: object) -> str:
+    """Text on one physical line with no control characters.
+
+    Safe inside a ``#`` comment or a docstring line: ``str.split()`` breaks on every
+    character Python's tokenizer treats as a line end (``\\n``, ``\\r``) and more;
+    what remains non-printable (NUL, DEL, escapes) is dropped.
+    """
+    joined = " ".join(str(text).split())
+    return "".join(ch for ch in joined if ch.isprintable())
+
+
+def printable(text: object) -> str:
+    """Text for a terminal line: non-printable characters shown as escapes, so a workflow
+    string can neither break a message into several lines nor send terminal controls."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in str(text)
+    )

@@ -87,7 +87,7 @@ def label_output(probabilities, labels):
     p = as_tensor(probabilities)
     if p.ndim == 1:
         return {
-            "label": labels[int(np.argmax(p))],
+            "label": str(labels[int(np.argmax(p))]),
             "probabilities": {str(lab): float(v) for lab, v in zip(labels, p)},
         }
     return [label_output(row, labels) for row in p]

@@ -19,6 +19,8 @@ from typing import Any
 from jinja2 import ChoiceLoader, FileSystemLoader, PrefixLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from .naming import one_line
+
 __all__ = ["builtin_templates_dir", "make_environment", "templates_digest"]
 
 
@@ -33,19 +35,17 @@ def _py_literal(value: Any) -> str:
 
 def _md_text(value: Any) -> str:
     """One line of Markdown-safe text (no raw HTML, no line breaks that start new blocks)."""
-    text = " ".join(str(value).split())
-    return text.replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _comment(value: Any) -> str:
-    """Text safe inside a single-line ``#`` comment."""
-    return " ".join(str(value).split())
+    return one_line(value).replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _docstring(value: Any) -> str:
     """Text safe inside a triple-quoted docstring: one line, no quotes or backslashes."""
-    text = " ".join(str(value).split())
-    return text.replace("\\", "/").replace('"', "'")
+    return one_line(value).replace("\\", "/").replace('"', "'")
+
+
+def _toml_string(value: Any) -> str:
+    """A TOML basic string: JSON's escaping plus DEL, which TOML forbids raw."""
+    return json.dumps(str(value), ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def make_environment(override_dir: Path | None = None) -> SandboxedEnvironment:
@@ -65,7 +65,8 @@ def make_environment(override_dir: Path | None = None) -> SandboxedEnvironment:
     )
     env.filters["py"] = _py_literal
     env.filters["md"] = _md_text
-    env.filters["comment"] = _comment
+    env.filters["comment"] = one_line
+    env.filters["toml"] = _toml_string
     env.filters["doc"] = _docstring
     env.filters["shell"] = shlex.quote
     env.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, ensure_ascii=False, sort_keys=True)

@@ -154,8 +154,8 @@ def bench_import(repeat: int, work: Path) -> dict[str, Any]:
             cpu[name].append(r.cpu)
     a, b = med(wall["with_mulm"]), med(wall["no_mulm"])
     ca, cb = med(cpu["with_mulm"]), med(cpu["no_mulm"])
-    paired = med([x - y for x, y in zip(wall["with_mulm"], wall["no_mulm"])])
-    paired_cpu = med([x - y for x, y in zip(cpu["with_mulm"], cpu["no_mulm"])])
+    paired = med([x - y for x, y in zip(wall["with_mulm"], wall["no_mulm"], strict=False)])
+    paired_cpu = med([x - y for x, y in zip(cpu["with_mulm"], cpu["no_mulm"], strict=False)])
     result: dict[str, Any] = {
         "runs_each": repeat,
         "wall_median_with_mulm_s": a, "wall_median_no_mulm_s": b,
@@ -296,7 +296,7 @@ def bench_exports(repeat: int, work: Path) -> dict[str, Any]:
                 "format": fmt, "example": ex,
                 "load_s": med(load), "cold_s": med(cold), "cached_s": med(cached),
                 "cold_inner_s": med(cold_inner), "cached_inner_s": med(cached_inner),
-                "cached_plus_load_s": med([a + b for a, b in zip(load, cached)]),
+                "cached_plus_load_s": med([a + b for a, b in zip(load, cached, strict=False)]),
                 "cached_max_s": max(cached), "export_dir": str(path_kept),
                 "samples": {"load": load, "cold": cold, "cached": cached},
             }

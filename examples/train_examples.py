@@ -35,8 +35,8 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from pytest_mulm.loader import load_workflow
-from pytest_mulm.runtime import run_workflow
+from pytest_mulm.loader import load_workflow  # noqa: E402 (after the sys.path line above)
+from pytest_mulm.runtime import run_workflow  # noqa: E402
 
 IRIS_SEED = 0
 MOE_SEED = 20240607
@@ -149,7 +149,7 @@ def build_iris() -> float:
 
     wf = load_workflow(HERE / "iris-mlp.json")
     predicted = [run_workflow(wf, row.tolist())["label"] for row in X_test]
-    acc = float(np.mean([p == IRIS_LABELS[t] for p, t in zip(predicted, y_test)]))
+    acc = float(np.mean([p == IRIS_LABELS[t] for p, t in zip(predicted, y_test, strict=False)]))
     for row in IRIS_EXAMPLE_ROWS:
         got = run_workflow(wf, X[row].tolist())["label"]
         assert got == IRIS_LABELS[y[row]], f"iris example row {row}: {got} != {IRIS_LABELS[y[row]]}"
@@ -191,7 +191,7 @@ def build_moe() -> None:
             {"mean": mean.tolist(), "std": std.tolist()}),
         aib("router", 500, 0, "Router", "router", {"experts": n_experts, "topK": 2, "weights": router}),
     ]
-    for i, (w, act) in enumerate(zip(experts, activations)):
+    for i, (w, act) in enumerate(zip(experts, activations, strict=False)):
         nodes.append(aib(f"expert{i}", 500, 200 + 150 * i, f"Expert {i} ({act})", "expert",
                          {"units": units, "activation": act, "weights": w}))
     nodes += [

@@ -13,8 +13,9 @@ import ast
 import io
 import json
 import sys
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import ExportError, MulmError, PluginError, UnknownFormatError, WorkflowError  # noqa: E402
-from .hookspecs import hookimpl  # noqa: E402
+from .errors import ExportError, MulmError, PluginError, UnknownFormatError, WorkflowError
+from .hookspecs import hookimpl
 
 __all__ = [
     "ExportError",

@@ -6,10 +6,10 @@ are registered through the same hook by :mod:`pytest_mulm.builtin_blocks`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
-__all__ = ["BlockType", "NUMERIC_KINDS", "PORT_TYPES"]
+__all__ = ["NUMERIC_KINDS", "PORT_TYPES", "BlockType"]
 
 # Port types of the workflow format; "any" is what a Python block produces or accepts.
 PORT_TYPES = ("text", "number", "array", "object", "tensor", "any")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .blocks import BlockType, builtin_block_types
 from .hookspecs import hookimpl

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterable
 from importlib import metadata
-from typing import Iterable
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from jinja2 import Environment, TemplateError, UndefinedError
 
@@ -100,6 +101,6 @@ class ExportContext:
         except TemplateError as exc:
             raise ExportError(f"{self.exporter.name}: template {name}: {exc}") from None
         if relpath is None:
-            relpath = template[: -len(".jinja")] if template.endswith(".jinja") else template
+            relpath = template.removesuffix(".jinja")
         self.write_text(relpath, text)
         return text

@@ -16,7 +16,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from .plugins import get_registry
 from .templating import make_environment, templates_digest
 from .workflow import Workflow
 
-__all__ = ["ExportResult", "MANIFEST", "cache_key", "export_workflow"]
+__all__ = ["MANIFEST", "ExportResult", "cache_key", "export_workflow"]
 
 MANIFEST = "mulm-manifest.json"
 
@@ -169,7 +169,7 @@ def _manifest(workflow: Workflow, exporter: Exporter, key: str, ctx: ExportConte
             "source": str(workflow.path) if workflow.path else None,
         },
         "dependencies": exporter.requirements(workflow),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
     }
 

@@ -33,7 +33,8 @@ Hook names that are not declared here make loading fail (``check_pending``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

@@ -12,8 +12,9 @@ import ast
 import builtins
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -208,7 +209,7 @@ def _parse_edges(edges_raw: list, nodes: Mapping[str, dict]) -> list[Edge]:
         for end in ("source", "target"):
             ref = raw.get(end)
             if ref is None or ref == "":
-                raise WorkflowError(f"missing; an edge connects a source node to a target node", where=where, field=end)
+                raise WorkflowError("missing; an edge connects a source node to a target node", where=where, field=end)
             if str(ref) not in nodes:
                 known = ", ".join(list(nodes)[:12])
                 raise WorkflowError(f"points to unknown node '{ref}'; known nodes: {known}", where=where, field=end)

@@ -88,7 +88,7 @@ def label_output(probabilities, labels):
     if p.ndim == 1:
         return {
             "label": str(labels[int(np.argmax(p))]),
-            "probabilities": {str(lab): float(v) for lab, v in zip(labels, p)},
+            "probabilities": {str(lab): float(v) for lab, v in zip(labels, p, strict=True)},
         }
     return [label_output(row, labels) for row in p]
 
@@ -129,7 +129,7 @@ def differences(actual, expected, rtol=1e-5, atol=1e-8, path="$"):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{path}: {type(actual).__name__} of length {len(actual) if isinstance(actual, list) else '-'} != list of length {len(expected)}"]
         out = []
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             out.extend(differences(a, e, rtol, atol, f"{path}[{i}]"))
         return out
     return [] if actual == expected and type(actual) is type(expected) else [f"{path}: {actual!r} != {expected!r}"]

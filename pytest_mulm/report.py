@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -72,7 +72,7 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
     return {
         "schema": REPORT_SCHEMA,
         "plugin_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "workflow": {
             "path": str(settings.workflow_path), "id": wf.id if wf else None, "name": wf.name if wf else None,
             "content_hash": wf.content_hash if wf else None,

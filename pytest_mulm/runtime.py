@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import io
 import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from jinja2.sandbox import SandboxedEnvironment
 

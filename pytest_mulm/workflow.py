@@ -7,9 +7,10 @@ Produced only by :func:`pytest_mulm.loader.load_workflow`; nothing downstream mu
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

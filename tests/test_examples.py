@@ -101,7 +101,7 @@ def _numpy_moe(raw: dict[str, dict], x) -> tuple[np.ndarray, np.ndarray]:
     }
     experts = [acts[cfg[f"expert{i}"]["activation"]](affine(f"expert{i}", z))
                for i in range(cfg["router"]["experts"])]
-    mixed = sum(g * e for g, e in zip(gate, experts))
+    mixed = sum(g * e for g, e in zip(gate, experts, strict=False))
     return gate, softmax(affine("head", mixed))
 
 

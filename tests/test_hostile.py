@@ -357,7 +357,7 @@ def test_generated_package_runs_without_executing_strings(exported):
     assert_no_markers(exported["markers"])
     data = json.loads(proc.stdout)
     assert len(data["res"]) == 2
-    for got, exp in zip(data["res"], data["exp"]):
+    for got, exp in zip(data["res"], data["exp"], strict=False):
         assert got.keys() == exp.keys()
         llm_out = got[IDS["out2"]]
         assert llm_out == exp[IDS["out2"]]

@@ -151,8 +151,8 @@ def test_parity(mulm_venv, mulm_export, mulm_reference):
     out = _cli(mulm_venv, mulm_export, "run", "--batch", input=json.dumps(inputs))
     assert out.ok, f"the installed CLI failed: {_error_line(out.stderr)}"
     actual = json.loads(out.stdout)
+    assert len(actual) == len(mulm_reference), "the batch answer has a different number of results"
     problems = []
-    for i, (got, ref) in enumerate(zip(actual, mulm_reference)):
+    for i, (got, ref) in enumerate(zip(actual, mulm_reference, strict=True)):
         problems += [f"example {i}: {d}" for d in differences(got, ref.output, rtol=RTOL)]
-    assert len(actual) == len(mulm_reference)
     assert not problems, "the installed package disagrees with the reference runtime:\n" + "\n".join(problems[:20])

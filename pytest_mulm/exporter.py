@@ -91,9 +91,10 @@ class ExportContext:
     def write_json(self, relpath: str, data: Any) -> Path:
         return self.write_text(relpath, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
-    def render(self, template: str, relpath: str | None = None, **variables: Any) -> str:
-        """Render ``<format>/<template>``; write it to ``relpath`` (default: name minus ``.jinja``)."""
-        name = f"{self.exporter.name}/{template}"
+    def render(self, template: str, relpath: str | None = None, *, folder: str | None = None, **variables: Any) -> str:
+        """Render ``<folder>/<template>`` (folder defaults to the format's name) and write it
+        to ``relpath`` (default: the template name minus ``.jinja``)."""
+        name = f"{folder or self.exporter.name}/{template}"
         try:
             text = self.env.get_template(name).render(workflow=self.workflow, **variables)
         except UndefinedError as exc:

@@ -205,9 +205,16 @@ def build_moe() -> None:
     edges += [edge("router", "mixture", "gate")]
     edges += [edge(f"expert{i}", "mixture", f"expert{i}") for i in range(n_experts)]
     edges += [edge("mixture", "head"), edge("head", "softmax"), edge("softmax", "output")]
-    # Bare React Flow export: nodes, edges and the canvas viewport, no µLM metadata.
+    # Bare React Flow export (nodes, edges, canvas viewport) plus the deployment settings
+    # the services read: JWT roles (the predict scope), a fixed-window rate limit.
+    deployment = {
+        "authentication": {"type": "api-key+jwt", "roles": ["predict"]},
+        "rateLimit": {"requests": 20, "window": 60, "strategy": "fixed"},
+        "apiConfig": {"maxBodyBytes": 65536, "maxBatchSize": 32},
+    }
     write_json(HERE / "moe-router.json",
-               {"nodes": nodes, "edges": edges, "viewport": {"x": 0, "y": 0, "zoom": 0.75}})
+               {"nodes": nodes, "edges": edges, "viewport": {"x": 0, "y": 0, "zoom": 0.75},
+                "deploymentConfig": deployment})
 
     wf = load_workflow(HERE / "moe-router.json")
     k, b = np.asarray(router["kernel"]), np.asarray(router["bias"])
@@ -361,6 +368,11 @@ def build_sentiment() -> None:
             edge("input", "explain", "text"), edge("label", "explain", "prediction"),
             edge("label", "report", "prediction"), edge("explain", "report", "explanation"),
         ],
+    }
+    doc["deploymentConfig"] = {
+        "authentication": {"type": "api-key+jwt", "audience": "sentiment-api"},
+        "rateLimit": {"requests": 30, "window": 60, "strategy": "sliding"},
+        "kubernetes": {"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPU": 70}},
     }
     write_json(HERE / "sentiment-pipeline.json", doc)
     wf = load_workflow(HERE / "sentiment-pipeline.json")

@@ -31,6 +31,15 @@ class Exporter(ABC):
     #: block kinds this format can render; None means every kind
     supported_blocks: frozenset[str] | None = None
 
+    def check(self, workflow: Workflow) -> list[str]:
+        """One line per thing in the workflow this format cannot export (configuration
+        values, say); the export is refused with these lines."""
+        return []
+
+    def warnings(self, workflow: Workflow) -> list[str]:
+        """Things the artifact does that a reviewer must know (shown in the report)."""
+        return []
+
     def options(self, workflow: Workflow) -> dict[str, Any]:
         """Options that change the artifact; they are part of the cache key."""
         return {}

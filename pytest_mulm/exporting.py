@@ -52,7 +52,7 @@ class ExportResult:
 
 
 def refuse_unrunnable(workflow: Workflow, exporter: Exporter) -> None:
-    lines = list(workflow.problems)
+    lines = list(workflow.problems) + exporter.check(workflow)
     if exporter.supported_blocks is not None:
         for node in workflow.nodes:
             if node.kind not in exporter.supported_blocks:

@@ -9,7 +9,7 @@ execute only once").
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,3 +178,50 @@ def mulm_venv(mulm_install: dict[str, Any], mulm_format: str) -> Venv:
     if not mulm_install["ok"]:
         pytest.fail(f"the artifact did not install, see test_install[{mulm_format}]:\n{mulm_install['log']}", pytrace=False)
     return Venv(Path(mulm_install["venv"]))
+
+
+def artifact_scripts(export: ExportResult) -> dict[str, str]:
+    """The console scripts an exported project declares (``[project.scripts]``)."""
+    import tomllib
+
+    meta = tomllib.loads((export.path / "pyproject.toml").read_text(encoding="utf-8"))
+    return dict(meta.get("project", {}).get("scripts", {}))
+
+
+@pytest.fixture(scope="session")
+def _mulm_services() -> Iterator[dict[str, Any]]:
+    from .service import kill_all
+
+    running: dict[str, Any] = {}
+    try:
+        yield running
+    finally:
+        kill_all(list(running.values()))
+
+
+@pytest.fixture
+def mulm_service(mulm_venv: Venv, mulm_export: ExportResult, mulm_run_dir: Path,
+                 _mulm_services: dict[str, Any]) -> Any:
+    """A server process of the current format's artifact, on a free loopback port.
+
+    Started once per worker from the artifact's ``*-service`` console script in the
+    fresh venv, with freshly generated credentials (``.api_keys``, ``.jwt_secret``) and
+    the rate limit raised (``MULM_RATE_LIMIT``) so checks and benchmarks are not
+    throttled; the rate-limit check starts its own server with the workflow's limits.
+    Returns a :class:`~pytest_mulm.service.RunningService` (``.url``, ``.log_tail()``).
+    Stopped at the end of the session, also when tests fail.
+    """
+    from .service import start_service
+
+    key = mulm_export.key
+    if key not in _mulm_services:
+        commands = [name for name in artifact_scripts(mulm_export) if name.endswith("-service")]
+        if not commands:
+            pytest.skip(f"the {mulm_export.format} artifact declares no '*-service' command")
+        try:
+            _mulm_services[key] = start_service(
+                mulm_venv, commands[0], log_dir=mulm_run_dir / "logs", env={"MULM_RATE_LIMIT": "1000000/60"},
+            )
+        except RuntimeError as exc:
+            pytest.fail(str(exc), pytrace=False)
+    return _mulm_services[key]

@@ -17,10 +17,12 @@ import pytest
 
 from .fixtures import (  # noqa: F401  (fixtures are registered by being in this module)
     _mulm_exports,
+    _mulm_services,
     mulm_export,
     mulm_install,
     mulm_reference,
     mulm_run_dir,
+    mulm_service,
     mulm_settings,
     mulm_venv,
     mulm_wheel,

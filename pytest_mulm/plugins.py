@@ -26,6 +26,7 @@ __all__ = ["DEFAULT_PLUGINS", "Registry", "get_plugin_manager", "get_registry", 
 DEFAULT_PLUGINS = (
     "pytest_mulm.builtin_blocks",
     "pytest_mulm.exporters.python_package",
+    "pytest_mulm.exporters.fastapi_service",
 )
 
 _pm: pluggy.PluginManager | None = None

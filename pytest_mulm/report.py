@@ -40,7 +40,16 @@ def result_entry(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, 
         "duration": round(report.duration, 4),
         "message": _one_line(message),
         "export": props.get("mulm_export"),
+        "benchmark": props.get("mulm_benchmark"),
     }
+
+
+def _warnings(settings: MulmSettings, fmt: str) -> list[str]:
+    from .plugins import get_registry
+
+    if settings.workflow is None:
+        return []
+    return get_registry().exporter(fmt).warnings(settings.workflow)
 
 
 def _one_line(message: str, limit: int = 600) -> str:
@@ -58,11 +67,13 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
         exports = [r["export"] for r in mine if r.get("export")]
         first = exports[0] if exports else {}
         formats[fmt] = {
+            "warnings": _warnings(settings, fmt),
             "export_dir": first.get("path"),
             "content_hash": first.get("content_hash"),
             "cache_key": first.get("key"),
             # one entry per process that asked for the export: built once means one False
             "builds": sum(1 for e in exports if not e.get("from_cache")),
+            "benchmark": next((r["benchmark"] for r in mine if r.get("benchmark")), None),
             "from_cache": bool(exports) and all(e.get("from_cache") for e in exports),
             "checks": [
                 {k: r[k] for k in ("check", "nodeid", "outcome", "duration", "message")} for r in mine
@@ -123,6 +134,12 @@ def summary_lines(results: list[dict[str, Any]], settings: MulmSettings) -> list
         if exports:
             built = sum(1 for e in exports if not e.get("from_cache"))
             lines.append(f"{fmt}: {exports[0]['path']} (built {built}x, reused {len(exports) - built}x)")
+    for fmt in settings.formats:
+        bench = next((r["benchmark"] for r in results if r["format"] == fmt and r.get("benchmark")), None)
+        if bench:
+            lines.append(f"{fmt} benchmark: " + ", ".join(f"{k}={v}" for k, v in bench.items()))
+        for warning in _warnings(settings, fmt):
+            lines.append(f"WARNING {fmt}: {warning}")
     if settings.workflow is not None and any(n.kind == "llm" for n in settings.workflow.nodes):
         ids = ", ".join(n.id for n in settings.workflow.nodes if n.kind == "llm")
         lines.append(f"llm blocks answered by the template fallback (no model called): {ids}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mulm.checks import error_line, run_artifact_tests
 from pytest_mulm.exporting import MANIFEST
 from pytest_mulm.ops import differences
 
@@ -92,11 +93,6 @@ def _cli(mulm_venv, mulm_export, *args, input=None):
     return mulm_venv.run([command, *args], input=input, timeout=600)
 
 
-def _error_line(stderr: str) -> str:
-    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    return lines[-1] if lines else (stderr.strip().splitlines() or ["(no output)"])[-1]
-
-
 def test_cli_version(mulm_venv, mulm_export, mulm_workflow):
     out = _cli(mulm_venv, mulm_export, "--version")
     assert out.ok, out.tail()
@@ -109,7 +105,7 @@ def test_cli_examples(mulm_venv, mulm_export, mulm_workflow, tmp_path):
         text = json.dumps(value)
         out = _cli(mulm_venv, mulm_export, "run", text)
         if not out.ok:
-            failures.append(f"example {i}: exit {out.returncode}: {_error_line(out.stderr)}")
+            failures.append(f"example {i}: exit {out.returncode}: {error_line(out.stderr)}")
             continue
         json.loads(out.stdout)  # stdout holds exactly one JSON document
         if i:
@@ -125,15 +121,7 @@ def test_cli_examples(mulm_venv, mulm_export, mulm_workflow, tmp_path):
 
 
 def test_generated_tests(mulm_venv, mulm_export, mulm_run_dir):
-    # Run the artifact's own tests against the installed package, from a copy so the
-    # cached export stays byte-for-byte as the manifest records it.
-    import shutil
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix="artifact-tests-", dir=mulm_run_dir))
-    shutil.copytree(mulm_export.path, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
-    out = mulm_venv.run([str(mulm_venv.python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", str(work / "tests")], cwd=work, timeout=900)
-    summary = [line for line in out.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    out, summary = run_artifact_tests(mulm_venv, mulm_export, mulm_run_dir)
     assert out.returncode == 0, "the generated tests failed inside the venv:\n" + "\n".join(summary + ["", out.tail(40)])
     assert " passed" in out.stdout, out.tail()
 
@@ -149,7 +137,7 @@ def test_parity(mulm_venv, mulm_export, mulm_reference):
     assert not broken, "the reference runtime fails on the workflow's own examples:\n" + "\n".join(broken)
     inputs = [r.input for r in mulm_reference]
     out = _cli(mulm_venv, mulm_export, "run", "--batch", input=json.dumps(inputs))
-    assert out.ok, f"the installed CLI failed: {_error_line(out.stderr)}"
+    assert out.ok, f"the installed CLI failed: {error_line(out.stderr)}"
     actual = json.loads(out.stdout)
     assert len(actual) == len(mulm_reference), "the batch answer has a different number of results"
     problems = []

@@ -1,0 +1,35 @@
+"""Checks more than one format's suite performs, written once."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from .exporting import ExportResult
+from .venv import CommandResult, Venv
+
+__all__ = ["error_line", "run_artifact_tests"]
+
+
+def run_artifact_tests(venv: Venv, export: ExportResult, run_dir: Path) -> tuple[CommandResult, list[str]]:
+    """Run the artifact's own ``tests/`` inside ``venv`` against the installed package.
+
+    From a copy without ``src/`` so the installed package is what gets imported and the
+    cached export stays byte-for-byte as its manifest records. Returns the command
+    result and pytest's short summary lines (``FAILED ...``, ``ERROR ...``).
+    """
+    work = Path(tempfile.mkdtemp(prefix="artifact-tests-", dir=run_dir))
+    shutil.copytree(export.path, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
+    out = venv.run(
+        [str(venv.python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", str(work / "tests")],
+        cwd=work, timeout=900,
+    )
+    summary = [line for line in out.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
+    return out, summary
+
+
+def error_line(stderr: str) -> str:
+    """The ``error: ...`` line a generated CLI prints, else the last line of stderr."""
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    return lines[-1] if lines else (stderr.strip().splitlines() or ["(no output)"])[-1]

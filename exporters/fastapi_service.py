@@ -8,6 +8,7 @@ service (ports, auth, limits) is written to ``service_config.json`` as data.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,11 +39,12 @@ AUTH_TYPES = {
 
 def service_names(workflow: Workflow) -> dict[str, str]:
     names = names_for(workflow)
+    base = names["dist"][:52].rstrip("-")  # "-service" keeps names within 60 characters
     return {
         **names,
-        "service_dist": f"{names['dist']}-service",
-        "service_package": f"{names['package']}_service",
-        "service_command": f"{names['dist']}-service",
+        "service_dist": f"{base}-service",
+        "service_package": f"{names['package'][:52].rstrip('_')}_service",
+        "service_command": f"{base}-service",
     }
 
 
@@ -111,6 +113,40 @@ def service_config(workflow: Workflow) -> tuple[dict[str, Any], list[str]]:
     }, problems
 
 
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+
+
+def kubernetes_problems(workflow: Workflow) -> list[str]:
+    """One line per kubernetes value that would give an invalid manifest."""
+    kube = _section(workflow, "kubernetes")
+    where = "deploymentConfig.kubernetes"
+    problems = []
+
+    def whole(value: Any, name: str, low: int, high: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            problems.append(f"{where}.{name}: {value!r}; give a whole number from {low} to {high}")
+
+    if "replicas" in kube:
+        whole(kube["replicas"], "replicas", 1, 1000)
+    for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+        if key in kube and not QUANTITY.match(str(kube[key])):
+            problems.append(f"{where}.{key}: {kube[key]!r} is not a Kubernetes quantity such as 250m, 1, 256Mi")
+    if "image" in kube and (not isinstance(kube["image"], str) or not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]{0,254}", kube["image"])):
+        problems.append(f"{where}.image: {kube['image']!r} is not an image reference such as registry/name:1.0")
+    scaling = kube.get("autoscaling")
+    if scaling is not None:
+        if not isinstance(scaling, dict):
+            problems.append(f"{where}.autoscaling: must be an object with minReplicas, maxReplicas, targetCPU")
+        else:
+            low, high = scaling.get("minReplicas", 1), scaling.get("maxReplicas", 5)
+            whole(low, "autoscaling.minReplicas", 1, 1000)
+            whole(high, "autoscaling.maxReplicas", 1, 1000)
+            whole(scaling.get("targetCPU", 70), "autoscaling.targetCPU", 1, 100)
+            if isinstance(low, int) and isinstance(high, int) and low > high:
+                problems.append(f"{where}.autoscaling: minReplicas {low} is above maxReplicas {high}")
+    return problems
+
+
 def kubernetes_config(workflow: Workflow) -> dict[str, Any]:
     kube = _section(workflow, "kubernetes")
     scaling = kube.get("autoscaling") if isinstance(kube.get("autoscaling"), dict) else None
@@ -131,7 +167,7 @@ class FastAPIServiceExporter(Exporter):
     supported_blocks = frozenset({"input", "output", "python", "llm", *NUMERIC_KINDS})
 
     def check(self, workflow: Workflow) -> list[str]:
-        return service_config(workflow)[1]
+        return service_config(workflow)[1] + kubernetes_problems(workflow)
 
     def warnings(self, workflow: Workflow) -> list[str]:
         if service_config(workflow)[0]["auth_type"] == "none":

@@ -225,11 +225,11 @@ def test_hostile_workflow_loads_with_strings_intact(hostile_env):
 # -- (a) mulm export -----------------------------------------------------------------------------
 
 
-def _export(env) -> tuple[Path, subprocess.CompletedProcess]:
+def _export(env, fmt: str) -> tuple[Path, subprocess.CompletedProcess]:
     out = env["work"] / "out"
     before = snapshot(env["tmp"])
     proc = subprocess.run(
-        [str(MULM), "export", str(env["wf"]), "--format", "python-package", "-o", str(out)],
+        [str(MULM), "export", str(env["wf"]), "--format", fmt, "-o", str(out)],
         cwd=env["work"], capture_output=True, text=True, check=False, timeout=300,
     )
     assert proc.returncode == 0, f"mulm export failed:\n{proc.stdout}\n{proc.stderr}"
@@ -239,9 +239,9 @@ def _export(env) -> tuple[Path, subprocess.CompletedProcess]:
     return out, proc
 
 
-@pytest.fixture
-def exported(hostile_env):
-    out, proc = _export(hostile_env)
+@pytest.fixture(params=["python-package", "fastapi-service"])
+def exported(hostile_env, request):
+    out, proc = _export(hostile_env, request.param)
     return {**hostile_env, "out": out, "proc": proc}
 
 
@@ -289,7 +289,7 @@ def test_generated_python_parses_and_has_no_injected_code(exported):
 def test_hostile_strings_survive_as_exact_literals(exported):
     """The strings reach the code exactly (repr), not mangled and not interpolated."""
     wf = load_workflow(exported["wf"])
-    pkg = next(p for p in (exported["out"] / "src").iterdir() if (p / "__init__.py").is_file())
+    pkg = next(p for p in (exported["out"] / "src").iterdir() if (p / "pipeline.py").is_file())
     pipeline = ast.parse((pkg / "pipeline.py").read_text(encoding="utf-8"))
     consts = {}
     for node in pipeline.body:
@@ -338,7 +338,7 @@ def test_pyproject_is_valid_toml_with_slug_names(exported):
 def test_generated_package_runs_without_executing_strings(exported):
     """Import the generated package and run every example (quick stand-in for the venv suite)."""
     out = exported["out"]
-    pkg = next(p for p in (out / "src").iterdir() if (p / "__init__.py").is_file())
+    pkg = next(p for p in (out / "src").iterdir() if (p / "pipeline.py").is_file())
     code = (
         "import importlib, json, pkgutil, sys\n"
         f"pkg = importlib.import_module({pkg.name!r})\n"
@@ -412,7 +412,7 @@ def test_cr_in_python_block_title_is_not_code(tmp_path, where):
     proc = subprocess.run([str(MULM), "export", str(wf_path), "--format", "python-package", "-o", str(out)],
                           capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    pkg = next(p for p in (out / "src").iterdir() if (p / "__init__.py").is_file())
+    pkg = next(p for p in (out / "src").iterdir() if (p / "pipeline.py").is_file())
     env = {**os.environ, "PYTHONPATH": str(out / "src")}
     run = subprocess.run([sys.executable, "-c", f"import {pkg.name} as p; print(p.run(1))"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=60)
@@ -427,22 +427,24 @@ def test_cr_in_python_block_title_is_not_code(tmp_path, where):
 
 
 @pytest.mark.slow
-def test_full_verification_of_hostile_workflow(hostile_env):
+@pytest.mark.parametrize("fmt, items", [("python-package", 8), ("fastapi-service", 26)])
+def test_full_verification_of_hostile_workflow(hostile_env, fmt, items):
     work, tmp = hostile_env["work"], hostile_env["tmp"]
     def beside(k):
         return k != tmp.name and not k.startswith(tmp.name + "/")
 
     before_parent = {k: v for k, v in snapshot(tmp.parent).items() if beside(k)}
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_ADDOPTS", "PYTHONPATH") and not k.startswith("PYTEST_XDIST")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", f"--mulm-workflow={hostile_env['wf'].name}", "--mulm-format=python-package",
+        [sys.executable, "-m", "pytest", f"--mulm-workflow={hostile_env['wf'].name}", f"--mulm-format={fmt}",
          "-p", "no:cacheprovider", f"--basetemp={tmp / 'basetemp'}", "-rA", "-q"],
         cwd=work, env=env, capture_output=True, text=True, check=False, timeout=1200,
     )
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, tail
     summary = [line for line in proc.stdout.splitlines() if re.search(r"\d+ passed", line)]
-    assert summary and re.search(r"\b8 passed\b", summary[-1]), tail
+    assert summary and re.search(rf"\b{items} passed\b", summary[-1]), tail
     assert not re.search(r"failed|error|skipped|xfail", summary[-1]), summary[-1]
     assert_no_markers(hostile_env["markers"])
     # the export, the reports (json, md, html) and the terminal output render no workflow string

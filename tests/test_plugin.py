@@ -117,8 +117,19 @@ def test_suite_items_have_readable_ids_and_work_with_k(pytester: pytest.Pytester
         "mulm/python_package::test_generated_tests[[]python-package[]]",
         "mulm/python_package::test_parity[[]python-package[]]",
     ])
-    result = pytester.runpytest("--mulm-workflow=wf.json", "-k", "manifest", "-q")
+    result = pytester.runpytest("--mulm-workflow=wf.json", "--mulm-format=python-package", "-k", "manifest", "-q")
     result.assert_outcomes(passed=1, deselected=7)
+
+
+def test_all_collects_every_registered_format(pytester: pytest.Pytester) -> None:
+    tiny_workflow(pytester.path / "wf.json")
+    result = pytester.runpytest("--mulm-workflow=wf.json", "--mulm-format=all", "--collect-only", "-q")
+    text = result.stdout.str()
+    for nodeid in ("mulm/python_package::test_install[python-package]",
+                   "mulm/fastapi_service::test_install[fastapi-service]",
+                   "mulm/fastapi_service::test_schemathesis[fastapi-service]",
+                   "mulm/fastapi_deploy::test_dockerfile_hadolint[fastapi-service]"):
+        assert nodeid in text
 
 
 def test_user_tests_get_public_fixtures(pytester: pytest.Pytester) -> None:
@@ -132,8 +143,9 @@ def test_user_tests_get_public_fixtures(pytester: pytest.Pytester) -> None:
             assert mulm_reference[0].output == [1.0, 2.0]
         """
     )
-    result = pytester.runpytest("--mulm-workflow=wf.json", "-k", "test_mine", "-v")
+    result = pytester.runpytest("--mulm-workflow=wf.json", "--mulm-format=python-package", "-k", "test_mine", "-v")
     result.stdout.fnmatch_lines(["*test_mine[[]python-package[]] PASSED*"])
+    result.assert_outcomes(passed=1, deselected=8)
 
 
 def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
@@ -167,13 +179,13 @@ def test_template_override_replaces_one_file(pytester: pytest.Pytester) -> None:
             assert (mulm_export.path / "README.md").read_text().startswith("# Tiny")
         """
     )
-    result = pytester.runpytest("--mulm-workflow=wf.json", "--mulm-templates=tpl", "-k", "test_files")
+    result = pytester.runpytest("--mulm-workflow=wf.json", "--mulm-format=python-package", "--mulm-templates=tpl", "-k", "test_files")
     result.assert_outcomes(passed=1)
 
 
 def test_report_json_written(pytester: pytest.Pytester) -> None:
     tiny_workflow(pytester.path / "wf.json")
-    result = pytester.runpytest("--mulm-workflow=wf.json", "-k", "manifest")
+    result = pytester.runpytest("--mulm-workflow=wf.json", "--mulm-format=python-package", "-k", "manifest")
     result.assert_outcomes(passed=1, deselected=7)
     report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
     assert report["schema"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import signal
@@ -77,6 +78,7 @@ def start_service(venv: Venv, command: str, *, log_dir: Path, env: dict[str, str
             stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
         )
     service = RunningService(f"http://127.0.0.1:{port}", process, log_path, keys, jwt_secret, full_env)
+    atexit.register(service.stop)  # also when the run is interrupted before teardown
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

@@ -373,6 +373,8 @@ def build_sentiment() -> None:
         "authentication": {"type": "api-key+jwt", "audience": "sentiment-api"},
         "rateLimit": {"requests": 30, "window": 60, "strategy": "sliding"},
         "kubernetes": {"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPU": 70}},
+        # the llm block cannot run offline: on the edge its template fallback answers
+        "edgeConfig": {"targetFramework": "both", "quantization": "dynamic", "allowDegradation": True},
     }
     write_json(HERE / "sentiment-pipeline.json", doc)
     wf = load_workflow(HERE / "sentiment-pipeline.json")

@@ -50,13 +50,18 @@ def library_requirements(workflow: Workflow) -> list[str]:
     return requirements_for(workflow, extra=extra)
 
 
-def write_library(ctx: ExportContext, pkg: str, names: dict[str, str]) -> dict[str, Any]:
+def write_library(ctx: ExportContext, pkg: str, names: dict[str, str], *, model: Any = None) -> dict[str, Any]:
     """Write the workflow library into ``pkg`` (a folder under the output); return the
-    template variables shared by the format's other files."""
+    template variables shared by the format's other files.
+
+    With ``model`` (a :class:`~exporters.edge_subgraph.NumericSubgraph`) the numeric
+    blocks are not generated: one call of the edge model (``edge_model.py``, shipped by
+    the caller) replaces them.
+    """
     wf = ctx.workflow
     variables = _variables(wf)
     block_modules = _write_blocks(ctx, wf, pkg, variables)
-    if wf.has_numeric:
+    if wf.has_numeric and model is None:
         ctx.write_bytes(f"{pkg}/weights.npz", _weights_npz(wf, variables))
     examples = _examples_with_expected(wf)
     ctx.write_json(f"{pkg}/examples.json", examples)
@@ -67,8 +72,8 @@ def write_library(ctx: ExportContext, pkg: str, names: dict[str, str]) -> dict[s
     }
     ctx.write_text(f"{pkg}/_ops.py", resources.files("pytest_mulm").joinpath("ops.py").read_text(encoding="utf-8"))
     ctx.render("pipeline.py.jinja", f"{pkg}/pipeline.py", folder=LIBRARY_TEMPLATES,
-               body=_pipeline_body(wf, variables, block_modules), returns=_returns(wf, variables),
-               block_modules=sorted(set(block_modules.values())), **common)
+               body=_pipeline_body(wf, variables, block_modules, model), returns=_returns(wf, variables),
+               block_modules=sorted(set(block_modules.values())), edge_model=model is not None, **common)
     ctx.render("__init__.py.jinja", f"{pkg}/__init__.py", folder=LIBRARY_TEMPLATES, **common)
     if common["has_llm"]:
         ctx.render("llm.py.jinja", f"{pkg}/llm.py", folder=LIBRARY_TEMPLATES, **common)
@@ -120,16 +125,33 @@ def _weights_npz(wf: Workflow, variables: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def _pipeline_body(wf: Workflow, variables: dict[str, str], modules: dict[str, str]) -> list[str]:
+def _pipeline_body(wf: Workflow, variables: dict[str, str], modules: dict[str, str], model: Any = None) -> list[str]:
     lines: list[str] = []
     multi = len(wf.inputs) > 1
+    inside = set(model.nodes) if model is not None else set()
+    pending = model is not None
     for nid in wf.order:
         node = wf.node(nid)
+        if nid in inside:
+            continue
+        if pending and any(e.source in inside for e in wf.upstream(nid)):
+            lines.extend(_model_call(model, variables))
+            pending = False
         v = f"v_{variables[nid]}"
         ins = {(e.target_handle or e.source): f"v_{variables[e.source]}" for e in wf.upstream(nid)}
         first = next(iter(ins.values()), "None")
         lines.append(f"# {node.kind}: {one_line(node.title)}")
         lines.append(f"{v} = {_expression(node, variables, modules, ins, first, multi)}")
+    if pending:  # the model's values end the workflow
+        lines.extend(_model_call(model, variables))
+    return lines
+
+
+def _model_call(model: Any, variables: dict[str, str]) -> list[str]:
+    """One call of the edge model in place of every numeric block (names are sanitised)."""
+    feeds = ", ".join(f"{model.names[src]!r}: v_{variables[src]}" for src, _ in model.inputs)
+    lines = ["# the numeric blocks, as one edge model", f"_outs = edge_model().run({{{feeds}}})"]
+    lines += [f"v_{variables[out]} = _outs[{model.names[out]!r}]" for out in model.outputs]
     return lines
 
 

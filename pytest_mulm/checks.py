@@ -9,7 +9,21 @@ from pathlib import Path
 from .exporting import ExportResult
 from .venv import CommandResult, Venv
 
-__all__ = ["error_line", "run_artifact_tests"]
+__all__ = ["PEAK_MB", "error_line", "run_artifact_tests"]
+
+# Peak resident memory of the measuring process itself, as Python source for `python -c`.
+PEAK_MB = (
+    "def _peak_mb():\n"
+    "    # VmHWM starts afresh at exec; ru_maxrss would carry over the parent's peak\n"
+    "    try:\n"
+    "        for line in open('/proc/self/status'):\n"
+    "            if line.startswith('VmHWM:'):\n"
+    "                return int(line.split()[1]) / 1024\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == 'darwin' else 1024)\n"
+)
+
 
 
 def run_artifact_tests(venv: Venv, export: ExportResult, run_dir: Path) -> tuple[CommandResult, list[str]]:
@@ -20,7 +34,7 @@ def run_artifact_tests(venv: Venv, export: ExportResult, run_dir: Path) -> tuple
     result and pytest's short summary lines (``FAILED ...``, ``ERROR ...``).
     """
     work = Path(tempfile.mkdtemp(prefix="artifact-tests-", dir=run_dir))
-    shutil.copytree(export.path, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
+    shutil.copytree(export.project_dir, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
     out = venv.run(
         [str(venv.python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", str(work / "tests")],
         cwd=work, timeout=900,

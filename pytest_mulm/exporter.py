@@ -30,6 +30,8 @@ class Exporter(ABC):
     description: str = ""
     #: block kinds this format can render; None means every kind
     supported_blocks: frozenset[str] | None = None
+    #: folder of the artifact holding the installable project (its pyproject.toml)
+    project_subdir: str = "."
 
     def check(self, workflow: Workflow) -> list[str]:
         """One line per thing in the workflow this format cannot export (configuration

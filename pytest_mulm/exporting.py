@@ -43,6 +43,11 @@ class ExportResult:
     seconds: float
     manifest: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def project_dir(self) -> Path:
+        """The folder with the artifact's installable project (pyproject.toml)."""
+        return self.path / self.manifest.get("project", ".")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": self.format, "path": str(self.path), "key": self.key,
@@ -169,6 +174,7 @@ def _manifest(workflow: Workflow, exporter: Exporter, key: str, ctx: ExportConte
             "source": str(workflow.path) if workflow.path else None,
         },
         "dependencies": exporter.requirements(workflow),
+        "project": exporter.project_subdir,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
     }

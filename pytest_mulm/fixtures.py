@@ -139,7 +139,7 @@ def mulm_wheel(mulm_export: ExportResult, mulm_run_dir: Path) -> dict[str, Any]:
     from .venv import build_wheel
 
     def build() -> dict[str, Any]:
-        wheel, result = build_wheel(mulm_export.path, mulm_run_dir / f"wheel-{mulm_export.key}")
+        wheel, result = build_wheel(mulm_export.project_dir, mulm_run_dir / f"wheel-{mulm_export.key}")
         return {"wheel": str(wheel) if wheel else None, "log": result.tail(), "seconds": result.seconds}
 
     return once(mulm_run_dir, f"wheel-{mulm_export.key}", build)
@@ -184,7 +184,7 @@ def artifact_scripts(export: ExportResult) -> dict[str, str]:
     """The console scripts an exported project declares (``[project.scripts]``)."""
     import tomllib
 
-    meta = tomllib.loads((export.path / "pyproject.toml").read_text(encoding="utf-8"))
+    meta = tomllib.loads((export.project_dir / "pyproject.toml").read_text(encoding="utf-8"))
     return dict(meta.get("project", {}).get("scripts", {}))
 
 

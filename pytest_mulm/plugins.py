@@ -27,6 +27,7 @@ DEFAULT_PLUGINS = (
     "pytest_mulm.builtin_blocks",
     "pytest_mulm.exporters.python_package",
     "pytest_mulm.exporters.fastapi_service",
+    "pytest_mulm.exporters.edge_deployment",
 )
 
 _pm: pluggy.PluginManager | None = None

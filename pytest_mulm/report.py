@@ -52,6 +52,13 @@ def _warnings(settings: MulmSettings, fmt: str) -> list[str]:
     return get_registry().exporter(fmt).warnings(settings.workflow)
 
 
+def _merged_benchmarks(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    merged: dict[str, Any] = {}
+    for r in results:
+        merged.update(r.get("benchmark") or {})
+    return merged or None
+
+
 def _one_line(message: str, limit: int = 600) -> str:
     # the first lines carry the check's own explanation; pytest's assert rewriting follows
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -73,7 +80,7 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
             "cache_key": first.get("key"),
             # one entry per process that asked for the export: built once means one False
             "builds": sum(1 for e in exports if not e.get("from_cache")),
-            "benchmark": next((r["benchmark"] for r in mine if r.get("benchmark")), None),
+            "benchmark": _merged_benchmarks(mine),
             "from_cache": bool(exports) and all(e.get("from_cache") for e in exports),
             "checks": [
                 {k: r[k] for k in ("check", "nodeid", "outcome", "duration", "message")} for r in mine
@@ -135,7 +142,7 @@ def summary_lines(results: list[dict[str, Any]], settings: MulmSettings) -> list
             built = sum(1 for e in exports if not e.get("from_cache"))
             lines.append(f"{fmt}: {exports[0]['path']} (built {built}x, reused {len(exports) - built}x)")
     for fmt in settings.formats:
-        bench = next((r["benchmark"] for r in results if r["format"] == fmt and r.get("benchmark")), None)
+        bench = _merged_benchmarks([r for r in results if r["format"] == fmt])
         if bench:
             lines.append(f"{fmt} benchmark: " + ", ".join(f"{k}={v}" for k, v in bench.items()))
         for warning in _warnings(settings, fmt):

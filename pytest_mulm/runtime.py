@@ -39,6 +39,7 @@ class Trace:
 
     stdout: str = ""
     fallbacks: tuple[str, ...] = ()
+    values: dict[str, Any] | None = None  # every block's value, when asked for
 
 
 def llm_fallback(prompt: str, system: str = "", model: str = "") -> str:
@@ -105,6 +106,7 @@ class Runtime:
         if trace is not None:
             trace.stdout = out.getvalue()
             trace.fallbacks = tuple(fallbacks)
+            trace.values = values
         results = {nid: ops.to_jsonable(values[nid]) for nid in wf.outputs}
         return results[wf.outputs[0]] if len(results) == 1 else results
 

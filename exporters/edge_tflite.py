@@ -122,11 +122,15 @@ def _router(tf: Any, x: Any, kernel: np.ndarray, bias: np.ndarray, top_k: Any, w
     k = int(top_k)
     if k < 1:
         raise ValueError(f"{where}: topK must be at least 1, got {top_k!r}")
-    # top_k orders equal values lower index first (as ops.router's stable argsort does);
-    # the kept positions become a 0/1 mask via one_hot, then the gate is renormalised
+    # top_k orders equal values lower index first (as ops.router's stable argsort does,
+    # and TFLite's TOPK_V2 keeps that); the kept positions become a boolean mask by
+    # comparing indices (EQUAL + REDUCE_ANY on int32/bool), then the gate is renormalised.
+    # Not tf.one_hot: in full-int8 models the converter quantizes ONE_HOT's on/off values
+    # as raw int8 constants, so "off" dequantizes to ~0.5 and the mask keeps every expert.
     _, idx = tf.math.top_k(gate, k=k, sorted=True)
-    mask = tf.reduce_max(tf.one_hot(idx, n, dtype=tf.float32), axis=-2)
-    kept = gate * mask
+    positions = tf.constant(np.arange(n, dtype=np.int32).reshape(1, 1, n))
+    keep = tf.reduce_any(tf.equal(tf.expand_dims(idx, -1), positions), axis=-2)
+    kept = tf.where(keep, gate, tf.constant(0.0, tf.float32))
     return kept / tf.reduce_sum(kept, axis=-1, keepdims=True)
 
 

@@ -71,7 +71,9 @@ def _quiet_native_stderr() -> Iterator[None]:
             os.close(saved)
             sink.seek(0)
             lines = sink.read().decode(errors="replace").splitlines()
-            keep = [ln for ln in lines if failed or (ln.strip() and not any(n in ln for n in _NOISE))]
+            keep = [
+                ln for ln in lines if failed or (ln.strip() and not any(n in ln for n in _NOISE))
+            ]
             if keep:
                 os.write(fd, ("\n".join(keep) + "\n").encode())
 
@@ -134,7 +136,9 @@ def _router(tf: Any, x: Any, kernel: np.ndarray, bias: np.ndarray, top_k: Any, w
     return kept / tf.reduce_sum(kept, axis=-1, keepdims=True)
 
 
-def _build(tf: Any, workflow: Workflow, sub: NumericSubgraph, tensors: dict[str, Any]) -> dict[str, Any]:
+def _build(
+    tf: Any, workflow: Workflow, sub: NumericSubgraph, tensors: dict[str, Any]
+) -> dict[str, Any]:
     """Evaluate the subgraph with TF ops; ``tensors`` holds the inputs by source id."""
     for nid in sub.nodes:
         node = workflow.node(nid)
@@ -145,7 +149,9 @@ def _build(tf: Any, workflow: Workflow, sub: NumericSubgraph, tensors: dict[str,
         if k == "normalize":
             y = (ins[0] - np.asarray(p["mean"], np.float32)) / np.asarray(p["std"], np.float32)
         elif k in ("dense", "expert"):
-            y = tf.matmul(ins[0], np.asarray(p["kernel"], np.float32)) + np.asarray(p["bias"], np.float32)
+            y = tf.matmul(ins[0], np.asarray(p["kernel"], np.float32)) + np.asarray(
+                p["bias"], np.float32
+            )
             y = _activation(tf, y, c.get("activation", "linear"), where)
         elif k == "activation":
             y = _activation(tf, ins[0], c.get("function", c.get("activation")), where)
@@ -154,11 +160,19 @@ def _build(tf: Any, workflow: Workflow, sub: NumericSubgraph, tensors: dict[str,
         elif k == "concat":
             y = tf.concat(ins, axis=-1)
         elif k == "router":
-            y = _router(tf, ins[0], np.asarray(p["kernel"], np.float32), np.asarray(p["bias"], np.float32),
-                        c.get("topK"), where)
+            y = _router(
+                tf,
+                ins[0],
+                np.asarray(p["kernel"], np.float32),
+                np.asarray(p["bias"], np.float32),
+                c.get("topK"),
+                where,
+            )
         elif k == "mixture":
             gate = next(tensors[e.source] for e in edges if e.target_handle == "gate")
-            experts = [tensors[e.source] for e in edges if (e.target_handle or "").startswith("expert")]
+            experts = [
+                tensors[e.source] for e in edges if (e.target_handle or "").startswith("expert")
+            ]
             y = None
             for i, expert in enumerate(experts):
                 term = gate[:, i : i + 1] * expert
@@ -210,11 +224,15 @@ def convert_tflite(
     Every model keeps float32 inputs and outputs, so one runner serves all three.
     """
     if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+        raise ValueError(
+            f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}"
+        )
     if quantization == "int8" and not representative:
         raise ValueError("int8 quantization needs representative input samples for calibration")
     tf = _tf()
-    specs = [tf.TensorSpec([None, width], tf.float32, name=sub.names[src]) for src, width in sub.inputs]
+    specs = [
+        tf.TensorSpec([None, width], tf.float32, name=sub.names[src]) for src, width in sub.inputs
+    ]
     sources = [src for src, _ in sub.inputs]
 
     def model(*args: Any) -> dict[str, Any]:

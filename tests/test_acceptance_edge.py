@@ -13,6 +13,7 @@ pytest.importorskip("tensorflow", reason="needs pytest-mulm[edge] (TensorFlow co
 ROOT = Path(__file__).resolve().parent
 WORKFLOWS = [ROOT.parent / "examples" / f"{n}.json" for n in ("iris-mlp", "moe-router", "sentiment-pipeline")]
 WORKFLOWS += [ROOT / "workflows" / "own" / f"{n}.json" for n in ("top1-moe", "sensor-fusion")]
+WORKFLOWS += [ROOT / "workflows" / "edge" / "wide-mlp.json"]  # weights dominate: the int8 size gate applies
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
@@ -30,4 +31,8 @@ def test_edge_bundle_verifies(pytester: pytest.Pytester, workflow: Path) -> None
         assert bench[f"{backend}_int8"]["agreement"] >= 0.98
         for errors in bench[f"{backend}_parity"].values():
             assert errors["max_abs"] < 1e-3
+    if workflow.stem == "wide-mlp":
+        for backend in ("onnxruntime", "litert"):
+            assert bench[f"{backend}_int8"]["weights_dominate"] is True
+            assert bench[f"{backend}_int8"]["size_ratio"] <= 0.35
     assert result.ret == pytest.ExitCode.OK

@@ -25,7 +25,9 @@ BACKENDS = ("onnxruntime", "litert")
 class EdgeModel:
     """One ONNX (``backend="onnxruntime"``) or TFLite (``backend="litert"``) model."""
 
-    def __init__(self, path: str | Path, backend: str = "onnxruntime", *, num_threads: int | None = None):
+    def __init__(
+        self, path: str | Path, backend: str = "onnxruntime", *, num_threads: int | None = None
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.path, self.backend = Path(path), backend
@@ -35,7 +37,9 @@ class EdgeModel:
             options = ort.SessionOptions()
             if num_threads:
                 options.intra_op_num_threads = num_threads
-            self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
             self.input_names = [i.name for i in self._session.get_inputs()]
             self.output_names = [o.name for o in self._session.get_outputs()]
         else:
@@ -53,13 +57,18 @@ class EdgeModel:
         missing = sorted(set(self.input_names) - set(feeds))
         unknown = sorted(set(feeds) - set(self.input_names))
         if missing or unknown:
-            raise KeyError(f"inputs {self.input_names} expected; missing {missing}, unknown {unknown}")
+            raise KeyError(
+                f"inputs {self.input_names} expected; missing {missing}, unknown {unknown}"
+            )
         arrays = {name: np.asarray(feeds[name], dtype=np.float32) for name in self.input_names}
         single = all(a.ndim == 1 for a in arrays.values())
-        arrays = {name: np.ascontiguousarray(a[None, :] if a.ndim == 1 else a) for name, a in arrays.items()}
+        arrays = {
+            name: np.ascontiguousarray(a[None, :] if a.ndim == 1 else a)
+            for name, a in arrays.items()
+        }
         if self.backend == "onnxruntime":
             values = self._session.run(self.output_names, arrays)
-            result = dict(zip(self.output_names, values))
+            result = dict(zip(self.output_names, values, strict=True))
         else:
             # copies: the interpreter reuses its buffers on the next call
             result = {name: np.array(v) for name, v in self._runner(**arrays).items()}

@@ -8,8 +8,10 @@ so a bug shared by the reference and the exporter cannot hide.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,12 +237,28 @@ def test_moe_matches_plain_numpy(path: str) -> None:
     x = np.concatenate([examples, rng.normal(examples.mean(0), 2 * examples.std(0) + 0.1, (GENERATED, width))])
     x = x.astype(np.float32)
     expected = _numpy_forward(doc, {src: x})
-    actual = run_onnx(build_onnx(workflow, sub), {sub.names[src]: x})
-    for nid in sub.outputs:
-        got, want = actual[sub.names[nid]], expected[nid]
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=nid)
-        assert (np.argmax(got, axis=1) == np.argmax(want, axis=1)).all()
-        print(f"\n{workflow.id} vs plain numpy: max abs {np.abs(got - want).max():.3g}")
+    models = {"onnx": run_onnx(build_onnx(workflow, sub), {sub.names[src]: x})}
+    # the TFLite model against the same independent computation, run by LiteRT
+    if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("ai_edge_litert"):
+        from pytest_mulm.exporters.edge_tflite import convert_tflite
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path_tflite = Path(tmp) / "model.tflite"
+            path_tflite.write_bytes(convert_tflite(workflow, sub))
+            models["tflite"] = _edge_model_module().EdgeModel(str(path_tflite), backend="litert").run({sub.names[src]: x})
+    for runtime, actual in models.items():
+        for nid in sub.outputs:
+            got, want = actual[sub.names[nid]], expected[nid]
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"{runtime} {nid}")
+            assert (np.argmax(got, axis=1) == np.argmax(want, axis=1)).all()
+            print(f"\n{workflow.id} {runtime} vs plain numpy: max abs {np.abs(got - want).max():.3g}")
+
+
+def _edge_model_module():
+    spec = importlib.util.spec_from_file_location("edge_model", ROOT / "templates" / "edge-deployment" / "edge_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def nodes_config(doc: dict, nid: str) -> dict:

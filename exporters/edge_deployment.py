@@ -11,6 +11,7 @@ memory and latency measured at export, target platforms, thresholds).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 from pytest_mulm.blocks import NUMERIC_KINDS
 from pytest_mulm.checks import PEAK_MB
-from pytest_mulm.errors import ExportError
+from pytest_mulm.errors import ExportError, MissingDependencyError
 from pytest_mulm.exporter import ExportContext, Exporter
 from pytest_mulm.hookspecs import hookimpl
 from pytest_mulm.runtime import Runtime, Trace
@@ -185,6 +186,9 @@ def _write_models(ctx: ExportContext, sub: NumericSubgraph, config: dict[str, An
 
     from .edge_onnx import build_onnx
 
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(f"{FORMAT} needs {' and '.join(missing)} to build its models: pip install 'pytest-mulm[edge]'")
     onnx_model = build_onnx(ctx.workflow, sub)
     ctx.write_bytes("models/model.onnx", onnx_model.SerializeToString())
     models: dict[str, Any] = {"fp32": {"onnxruntime": "models/model.onnx"}, "int8": {}, "skipped": {}}

@@ -14,14 +14,29 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from pytest_mulm import __version__
 from pytest_mulm.errors import ExportError
 from pytest_mulm.workflow import Workflow
 
 from .edge_subgraph import NumericSubgraph
+
+# onnx is in the [edge] extra, not the core install: bound on first use (_load_onnx)
+onnx: Any = None
+helper: Any = None
+numpy_helper: Any = None
+TensorProto: Any = None
+
+
+def _load_onnx() -> None:
+    global onnx, helper, numpy_helper, TensorProto
+    if onnx is None:
+        import onnx as onnx_module
+        from onnx import TensorProto as tensor_proto
+        from onnx import helper as helper_module
+        from onnx import numpy_helper as numpy_helper_module
+
+        onnx, helper, numpy_helper, TensorProto = onnx_module, helper_module, numpy_helper_module, tensor_proto
 
 __all__ = ["IR_VERSION", "build_onnx", "run_onnx"]
 
@@ -190,6 +205,7 @@ def _value_info(name: str, width: int) -> onnx.ValueInfoProto:
 def build_onnx(workflow: Workflow, sub: NumericSubgraph, *, opset: int = 17) -> onnx.ModelProto:
     """The ONNX model of ``sub``: one graph input per ``sub.inputs``, one graph output per
     ``sub.outputs``, all float32 ``[batch, width]``; checked with the full checker."""
+    _load_onnx()
     g = _Graph(set(sub.names.values()))
     for nid in sub.nodes:
         _block(g, workflow, sub, nid)
@@ -219,6 +235,7 @@ def run_onnx(
     model: onnx.ModelProto | bytes | str | PathLike[str], feeds: Mapping[str, Any],
 ) -> dict[str, np.ndarray]:
     """Run a model on CPU with onnxruntime; feeds are cast to float32 ``[batch, width]``."""
+    _load_onnx()
     import onnxruntime as ort  # only the runner needs it, not the export
 
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model

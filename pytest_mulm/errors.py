@@ -7,7 +7,8 @@
     ├── UnknownFormatError (LookupError)  an export format nobody registered
     ├── PluginError                a plugin broke the hook contract (names the plugin)
     └── ExportError                an exporter could not write its artifact
-        └── UnsafePathError        a generated path would leave the output directory
+        ├── UnsafePathError        a generated path would leave the output directory
+        └── MissingDependencyError an optional dependency (an extra) is not installed
 
 Every message is one line a user can act on: what is wrong, where, and what is valid.
 Inside pytest these become ``pytest.UsageError`` (exit code 4); ``mulm`` prints them and
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "ExportError",
+    "MissingDependencyError",
     "MulmError",
     "PluginError",
     "UnknownFormatError",
@@ -76,3 +78,9 @@ class ExportError(MulmError):
 
 class UnsafePathError(ExportError):
     """A generated file path would escape the output directory."""
+
+
+class MissingDependencyError(ExportError):
+    """The format needs an optional dependency; the message names the extra to install.
+
+    Suites skip (never pass) the items that need it, giving this message as the reason."""

@@ -123,12 +123,16 @@ def mulm_export(request: pytest.FixtureRequest, mulm_settings: MulmSettings, mul
     ``path``, ``key``, ``from_cache`` and the ``manifest``. Any test that uses it runs once
     per selected format.
     """
+    from .errors import MissingDependencyError
     from .exporting import export_workflow
 
     if mulm_format not in _mulm_exports:
-        _mulm_exports[mulm_format] = export_workflow(
-            mulm_workflow, mulm_format, out_dir=mulm_settings.out_dir, templates_dir=mulm_settings.templates_dir,
-        )
+        try:
+            _mulm_exports[mulm_format] = export_workflow(
+                mulm_workflow, mulm_format, out_dir=mulm_settings.out_dir, templates_dir=mulm_settings.templates_dir,
+            )
+        except MissingDependencyError as exc:
+            pytest.skip(str(exc))
         request.node.user_properties.append(("mulm_export", _mulm_exports[mulm_format].as_dict()))
     return _mulm_exports[mulm_format]
 

@@ -182,7 +182,6 @@ def _example_feeds(wf: Workflow, sub: NumericSubgraph) -> list[dict[str, Any]]:
 
 
 def _write_models(ctx: ExportContext, sub: NumericSubgraph, config: dict[str, Any], feeds: list) -> dict[str, Any]:
-    import numpy as np
 
     from .edge_onnx import build_onnx
 

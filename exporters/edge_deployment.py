@@ -26,10 +26,9 @@ from pytest_mulm.checks import PEAK_MB
 from pytest_mulm.errors import ExportError, MissingDependencyError
 from pytest_mulm.exporter import ExportContext, Exporter
 from pytest_mulm.hookspecs import hookimpl
-from pytest_mulm.runtime import Runtime, Trace
 from pytest_mulm.workflow import Workflow
 
-from .edge_subgraph import NumericSubgraph, numeric_subgraph
+from .edge_subgraph import NumericSubgraph, example_traces, numeric_subgraph
 from .library import library_requirements, names_for, write_library
 
 FORMAT = "edge-deployment"
@@ -129,18 +128,20 @@ class EdgeDeploymentExporter(Exporter):
         return sorted({pinned.get(r, r) for r in reqs}, key=str.lower)
 
     def export(self, ctx: ExportContext) -> None:
+        import numpy as np
+
         wf = ctx.workflow
         config = ctx.options["edge"]
         if not wf.has_numeric:  # nothing to put on the edge; the suite skips, saying why
             ctx.write_json("edge-manifest.json", {"schema": 1, "skipped_all": NO_NUMERIC})
             ctx.write_text("README.md", f"# Edge deployment\n\n{NO_NUMERIC}\n")
             return
-        trace = Trace()
-        Runtime(wf).run(wf.examples[0], trace)
-        sub = numeric_subgraph(wf, trace.values)
+        traces = example_traces(wf)
+        sub = numeric_subgraph(wf, traces[0])
         if sub is None:
             raise ExportError(f"{FORMAT}: the workflow has no numeric blocks")
-        feeds = _example_feeds(wf, sub)
+        feeds = [{sub.names[src]: np.asarray(t[src], dtype=np.float32).reshape(1, -1).tolist() for src, _ in sub.inputs}
+                 for t in traces]
         models = _write_models(ctx, sub, config, feeds)
         names = {**names_for(wf)}
         names["dist"] = f"{names['dist'][:55].rstrip('-')}-edge"
@@ -164,21 +165,6 @@ class EdgeDeploymentExporter(Exporter):
         ctx.render("README.md.jinja", "runner/README.md", folder="python-package", **common)
         ctx.write_json("edge-manifest.json", _manifest(ctx, sub, config, models, feeds))
         ctx.render("README.md.jinja", "README.md", sub=sub, config=config, models=models, **common)
-
-
-def _example_feeds(wf: Workflow, sub: NumericSubgraph) -> list[dict[str, Any]]:
-    """The subgraph's input values for every example, from the reference runtime."""
-    import numpy as np
-
-    runtime = Runtime(wf)
-    feeds = []
-    for value in wf.examples:
-        trace = Trace()
-        runtime.run(value, trace)
-        values = trace.values or {}
-        feeds.append({sub.names[src]: np.asarray(values[src], dtype=np.float32).reshape(1, -1).tolist()
-                      for src, _ in sub.inputs})
-    return feeds
 
 
 def _write_models(ctx: ExportContext, sub: NumericSubgraph, config: dict[str, Any], feeds: list) -> dict[str, Any]:

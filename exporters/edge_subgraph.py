@@ -141,14 +141,34 @@ def _reaches(workflow: Workflow, start: str, targets: set[str]) -> bool:
     return False
 
 
-def evaluate_subgraph(workflow: Workflow, sub: NumericSubgraph, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The subgraph's outputs by the reference runtime's own block code (no second copy of
-    the maths): ``feeds`` and the result are keyed by tensor name, values [batch, width]."""
+def example_traces(workflow: Workflow) -> list[dict[str, Any]]:
+    """Every block's value for every example, from the reference runtime (one dict each)."""
+    from pytest_mulm.runtime import Runtime, Trace
+
+    runtime = Runtime(workflow)
+    traces = []
+    for value in workflow.examples:
+        trace = Trace()
+        runtime.run(value, trace)
+        traces.append(trace.values or {})
+    return traces
+
+
+def block_values(workflow: Workflow, sub: NumericSubgraph, values: dict[str, Any]) -> dict[str, Any]:
+    """Every numeric block's value, by the reference runtime's own block code; ``values``
+    holds the subgraph's inputs by source id and is filled in place."""
     from pytest_mulm.runtime import Runtime
 
     runtime = Runtime(workflow)
-    values: dict[str, Any] = {src: np.asarray(feeds[sub.names[src]], dtype=np.float32) for src, _ in sub.inputs}
     for nid in sub.nodes:
         inputs = {(e.target_handle or e.source): values[e.source] for e in workflow.upstream(nid)}
         values[nid] = runtime._step(workflow.node(nid), None, inputs, [])
+    return values
+
+
+def evaluate_subgraph(workflow: Workflow, sub: NumericSubgraph, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The subgraph's outputs by the reference runtime's own block code (no second copy of
+    the maths): ``feeds`` and the result are keyed by tensor name, values [batch, width]."""
+    values: dict[str, Any] = {src: np.asarray(feeds[sub.names[src]], dtype=np.float32) for src, _ in sub.inputs}
+    block_values(workflow, sub, values)
     return {sub.names[n]: values[n] for n in sub.outputs}

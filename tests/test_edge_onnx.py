@@ -19,12 +19,16 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+from pytest_mulm.exporters.edge_onnx import IR_VERSION, build_onnx, run_onnx
+from pytest_mulm.exporters.edge_subgraph import (
+    NumericSubgraph,
+    block_values,
+    example_traces,
+    numeric_subgraph,
+)
 
-from exporters.edge_onnx import IR_VERSION, build_onnx, run_onnx
-from exporters.edge_subgraph import NumericSubgraph, numeric_subgraph
-from pytest_mulm import __version__, ops
+from pytest_mulm import __version__
 from pytest_mulm.loader import load_workflow, parse_workflow
-from pytest_mulm.runtime import Runtime, Trace
 from pytest_mulm.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,43 +55,15 @@ class Case:
 @pytest.fixture(scope="module", params=WORKFLOWS, ids=lambda p: Path(p).stem)
 def case(request: pytest.FixtureRequest) -> Case:
     workflow = load_workflow(ROOT / request.param)
-    runtime = Runtime(workflow)
-    traces = []
-    for example in workflow.examples:
-        trace = Trace()
-        runtime.run(example, trace)
-        traces.append(trace.values)
+    traces = example_traces(workflow)
     sub = numeric_subgraph(workflow, traces[0])
     assert sub is not None
     return Case(workflow, sub, traces, build_onnx(workflow, sub))
 
 
 def reference_subgraph(workflow: Workflow, sub: NumericSubgraph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every numeric block's value on a batch, with pytest_mulm.ops; ``feeds`` by source id."""
-    values: dict[str, np.ndarray] = dict(feeds)
-    for nid in sub.nodes:
-        node, ups = workflow.node(nid), workflow.upstream(nid)
-        xs = [values[e.source] for e in ups]
-        p, c = node.params, node.config
-        if node.kind == "normalize":
-            values[nid] = ops.normalize(xs[0], p["mean"], p["std"])
-        elif node.kind in ("dense", "expert"):
-            values[nid] = ops.dense(xs[0], p["kernel"], p["bias"], c.get("activation", "linear"))
-        elif node.kind == "activation":
-            values[nid] = ops.activate(xs[0], c.get("function", c.get("activation")))
-        elif node.kind == "softmax":
-            values[nid] = ops.softmax(xs[0])
-        elif node.kind == "concat":
-            values[nid] = ops.concat(xs)
-        elif node.kind == "router":
-            values[nid] = ops.router(xs[0], p["kernel"], p["bias"], c.get("topK"))
-        elif node.kind == "mixture":
-            gate = next(values[e.source] for e in ups if e.target_handle == "gate")
-            experts = [values[e.source] for e in ups if (e.target_handle or "").startswith("expert")]
-            values[nid] = ops.mixture(gate, experts)
-        else:
-            raise AssertionError(f"no reference for {node.kind}")
-    return values
+    """Every numeric block's value on a batch, by the reference runtime's block code; ``feeds`` by source id."""
+    return block_values(workflow, sub, dict(feeds))
 
 
 def example_feeds(case: Case) -> dict[str, np.ndarray]:

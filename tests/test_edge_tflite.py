@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_mulm import ops
 from pytest_mulm.loader import load_workflow, parse_workflow
 from pytest_mulm.runtime import Runtime, Trace
 from pytest_mulm.workflow import Workflow
@@ -34,7 +33,12 @@ if (
 ):
     pytest.skip("needs ai-edge-litert and tensorflow (the [edge] extra)", allow_module_level=True)
 
-from pytest_mulm.exporters.edge_subgraph import NumericSubgraph, numeric_subgraph  # noqa: E402
+from pytest_mulm.exporters.edge_subgraph import (  # noqa: E402
+    NumericSubgraph,
+    evaluate_subgraph,
+    example_traces,
+    numeric_subgraph,
+)
 from pytest_mulm.exporters.edge_tflite import convert_tflite, tflite_ops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,40 +66,8 @@ def load_edge_model() -> Any:
 def reference_subgraph(
     workflow: Workflow, sub: NumericSubgraph, feeds: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """The subgraph evaluated with pytest_mulm.ops in topological order.
-
-    ``feeds`` maps input tensor names to ``[batch, width]`` arrays; returns every
-    output tensor by name."""
-    values: dict[str, np.ndarray] = {
-        src: ops.as_tensor(feeds[sub.names[src]]) for src, _ in sub.inputs
-    }
-    for nid in sub.nodes:
-        node = workflow.node(nid)
-        k, p, c = node.kind, node.params, node.config
-        edges = workflow.upstream(nid)
-        ins = [values[e.source] for e in edges]
-        if k == "normalize":
-            y = ops.normalize(ins[0], p["mean"], p["std"])
-        elif k in ("dense", "expert"):
-            y = ops.dense(ins[0], p["kernel"], p["bias"], c.get("activation", "linear"))
-        elif k == "activation":
-            y = ops.activate(ins[0], c.get("function", c.get("activation")))
-        elif k == "softmax":
-            y = ops.softmax(ins[0])
-        elif k == "concat":
-            y = ops.concat(ins)
-        elif k == "router":
-            y = ops.router(ins[0], p["kernel"], p["bias"], c.get("topK"))
-        elif k == "mixture":
-            gate = next(values[e.source] for e in edges if e.target_handle == "gate")
-            experts = [
-                values[e.source] for e in edges if (e.target_handle or "").startswith("expert")
-            ]
-            y = ops.mixture(gate, experts)
-        else:  # pragma: no cover - the examples hold numeric blocks only
-            raise AssertionError(f"no reference for block type {k!r}")
-        values[nid] = y
-    return {sub.names[o]: values[o] for o in sub.outputs}
+    """The subgraph's outputs by name, by the reference runtime's own block code."""
+    return evaluate_subgraph(workflow, sub, feeds)
 
 
 @dataclass
@@ -168,12 +140,7 @@ def summary(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="module", params=WORKFLOWS, ids=lambda p: Path(p).stem)
 def case(request: pytest.FixtureRequest) -> Case:
     wf = load_workflow(ROOT / request.param)
-    runtime = Runtime(wf)
-    traces = []
-    for example in wf.examples:
-        trace = Trace()
-        runtime.run(example, trace)
-        traces.append(trace.values or {})
+    traces = example_traces(wf)
     sub = numeric_subgraph(wf, traces[0])
     assert sub is not None
     examples = {

@@ -208,3 +208,17 @@ def test_examples_copy_cleanly(tmp_path: Path) -> None:
 
     for wf in sorted(tmp_path.glob("*.json")):
         assert load_workflow(wf).examples
+
+
+def test_nothing_imports_the_bare_folders() -> None:
+    """`exporters` and `templates` are installed only as pytest_mulm.exporters/.templates;
+    an import of the bare names works from a checkout (cwd on sys.path) and nowhere else."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"^\s*(from|import)\s+(exporters|templates)\b", re.M)
+    offenders = [
+        str(p.relative_to(root)) for folder in ("pytest_mulm", "exporters", "templates", "tests", "benchmarks")
+        for p in (root / folder).rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []

@@ -45,27 +45,26 @@ def manifest(mulm_export) -> dict:
 
 
 @pytest.fixture
-def subgraph(mulm_workflow):
-    from pytest_mulm.exporters.edge_subgraph import numeric_subgraph
-    from pytest_mulm.runtime import Runtime, Trace
+def traces(mulm_workflow) -> list[dict]:
+    from pytest_mulm.exporters.edge_subgraph import example_traces
 
-    trace = Trace()
-    Runtime(mulm_workflow).run(mulm_workflow.examples[0], trace)
-    return numeric_subgraph(mulm_workflow, trace.values)
+    return example_traces(mulm_workflow)
 
 
 @pytest.fixture
-def feeds(mulm_workflow, subgraph) -> dict[str, np.ndarray]:
-    """Every example's subgraph inputs plus 1,000 generated rows around them (seeded)."""
-    from pytest_mulm.runtime import Runtime, Trace
+def subgraph(mulm_workflow, traces):
+    from pytest_mulm.exporters.edge_subgraph import numeric_subgraph
 
-    runtime = Runtime(mulm_workflow)
+    return numeric_subgraph(mulm_workflow, traces[0])
+
+
+@pytest.fixture
+def feeds(subgraph, traces) -> dict[str, np.ndarray]:
+    """Every example's subgraph inputs plus 1,000 generated rows around them (seeded)."""
     rows: dict[str, list] = {subgraph.names[src]: [] for src, _ in subgraph.inputs}
-    for value in mulm_workflow.examples:
-        trace = Trace()
-        runtime.run(value, trace)
+    for values in traces:
         for src, _ in subgraph.inputs:
-            rows[subgraph.names[src]].append(np.asarray(trace.values[src], dtype=np.float32).reshape(-1))
+            rows[subgraph.names[src]].append(np.asarray(values[src], dtype=np.float32).reshape(-1))
     rng = np.random.default_rng(20261204)
     out = {}
     for name, examples in rows.items():

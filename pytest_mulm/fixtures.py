@@ -150,12 +150,26 @@ def mulm_wheel(mulm_export: ExportResult, mulm_run_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def mulm_install(mulm_export: ExportResult, mulm_wheel: dict[str, Any], mulm_run_dir: Path) -> dict[str, Any]:
-    """Create a fresh venv and install the export's wheel (with its ``test`` extra) once per run.
+def mulm_install(request: pytest.FixtureRequest, mulm_export: ExportResult, mulm_run_dir: Path) -> dict[str, Any]:
+    """Create a fresh venv and install the artifact once per run: its wheel (with the
+    ``test`` extra) when it is a Python project, else its ``requirements.txt``.
 
     Returns ``{"ok": bool, "venv": path, "log": str, "seconds": float}``.
     """
     from .venv import Venv
+
+    project = mulm_export.project_dir
+    if not (project / "pyproject.toml").is_file():
+        def install_requirements() -> dict[str, Any]:
+            path = mulm_run_dir / f"venv-{mulm_export.key}"
+            venv, created = Venv.create(path)
+            if not created.ok:
+                return {"ok": False, "venv": str(path), "log": created.tail(), "seconds": created.seconds}
+            result = venv.install("-r", str(project / "requirements.txt"))
+            return {"ok": result.ok, "venv": str(path), "log": result.tail(), "seconds": created.seconds + result.seconds}
+
+        return once(mulm_run_dir, f"install-{mulm_export.key}", install_requirements)
+    mulm_wheel = request.getfixturevalue("mulm_wheel")
 
     def install() -> dict[str, Any]:
         path = mulm_run_dir / f"venv-{mulm_export.key}"

@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "pytest_mulm.exporters.python_package",
     "pytest_mulm.exporters.fastapi_service",
     "pytest_mulm.exporters.edge_deployment",
+    "pytest_mulm.exporters.jupyter_notebook",
 )
 
 _pm: pluggy.PluginManager | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -100,17 +99,24 @@ def test_failed_export_leaves_nothing(tmp_path: Path) -> None:
     assert leftovers == []
 
 
-def _export_in_process(args: tuple[str, str]) -> bool:
-    out, wf_json = args
-    wf = parse_workflow(json.loads(wf_json))
-    return export_workflow(wf, "python-package", out_dir=out).from_cache
-
-
 def test_concurrent_exports_build_once(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(4) as pool:
-        cached = pool.map(_export_in_process, [(str(tmp_path), json.dumps(doc()))] * 4)
-    assert sorted(cached) == [False, True, True, True]
+    # four real processes export the same workflow into one cache at the same moment
+    import subprocess
+    import sys
+
+    wf_json = tmp_path / "wf.json"
+    wf_json.write_text(json.dumps(doc()), encoding="utf-8")
+    code = (
+        "import sys\n"
+        "from pytest_mulm.exporting import export_workflow\n"
+        "from pytest_mulm.loader import load_workflow\n"
+        "print(export_workflow(load_workflow(sys.argv[1]), 'python-package', out_dir=sys.argv[2]).from_cache)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(wf_json), str(tmp_path / "out")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    assert sorted(out.strip() for out, _ in outputs) == ["False", "True", "True", "True"]
 
 
 def test_context_refuses_paths_outside(tmp_path: Path) -> None:

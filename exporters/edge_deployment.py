@@ -121,11 +121,8 @@ class EdgeDeploymentExporter(Exporter):
 
     def requirements(self, workflow: Workflow) -> list[str]:
         config = edge_config(workflow)[0]
-        reqs = {*library_requirements(workflow), "numpy", *(BACKEND_REQUIREMENTS[b] for b in config["backends"])}
-        from pytest_mulm.deps import requirements_for
-
-        pinned = {r.split("==")[0]: r for r in requirements_for(workflow, extra=["numpy"])}
-        return sorted({pinned.get(r, r) for r in reqs}, key=str.lower)
+        backends = {BACKEND_REQUIREMENTS[b] for b in config["backends"]}
+        return sorted({*library_requirements(workflow, extra=("numpy",)), *backends}, key=str.lower)
 
     def export(self, ctx: ExportContext) -> None:
         import numpy as np

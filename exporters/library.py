@@ -45,9 +45,10 @@ def names_for(workflow: Workflow) -> dict[str, str]:
     return {"dist": dist, "package": package, "command": dist}
 
 
-def library_requirements(workflow: Workflow) -> list[str]:
-    extra = ["jinja2"] if any(n.kind == "llm" for n in workflow.nodes) else []
-    return requirements_for(workflow, extra=extra)
+def library_requirements(workflow: Workflow, extra: tuple[str, ...] = ()) -> list[str]:
+    """The library's pinned requirements, plus ``extra`` distributions (pinned the same way)."""
+    llm = ("jinja2",) if any(n.kind == "llm" for n in workflow.nodes) else ()
+    return requirements_for(workflow, extra=[*llm, *extra])
 
 
 def write_library(ctx: ExportContext, pkg: str, names: dict[str, str], *, model: Any = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .exporting import ExportResult
 from .venv import CommandResult, Venv
 
-__all__ = ["PEAK_MB", "error_line", "run_artifact_tests"]
+__all__ = ["PEAK_MB", "error_line", "library_package", "run_artifact_tests"]
 
 # Peak resident memory of the measuring process itself, as Python source for `python -c`.
 PEAK_MB = (
@@ -41,6 +41,13 @@ def run_artifact_tests(venv: Venv, export: ExportResult, run_dir: Path) -> tuple
     )
     summary = [line for line in out.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     return out, summary
+
+
+def library_package(project_dir: Path) -> str:
+    """Import name of the generated workflow library under ``<project>/src`` (it has pipeline.py)."""
+    found = [p.name for p in (project_dir / "src").iterdir() if (p / "pipeline.py").is_file()]
+    assert len(found) == 1, f"expected one workflow library under {project_dir / 'src'}, found {found}"
+    return found[0]
 
 
 def error_line(stderr: str) -> str:

@@ -48,10 +48,12 @@ def llm_fallback(prompt: str, system: str = "", model: str = "") -> str:
     return f"[template fallback: no model was called] {first}"
 
 
+_PROMPTS = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+
+
 def render_prompt(node: Node, inputs: Mapping[str, Any]) -> str:
     template = node.config.get("promptTemplate", "{{ input }}")
-    env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
-    return env.from_string(template).render(**{k: ops.to_jsonable(v) for k, v in inputs.items()})
+    return _PROMPTS.from_string(template).render(**{k: ops.to_jsonable(v) for k, v in inputs.items()})
 
 
 def load_block_function(node: Node) -> Callable[..., Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_mulm.checks import PEAK_MB, error_line, run_artifact_tests
+from pytest_mulm.checks import PEAK_MB, error_line, library_package, run_artifact_tests
 from pytest_mulm.ops import differences
 
 MULM_FORMAT = "edge-deployment"
@@ -180,7 +180,7 @@ def test_runner_offline(backend, manifest, mulm_venv, mulm_export, mulm_referenc
         pytest.skip(f"the runner is not built for {backend} (edgeConfig.targetFramework = {manifest['config']['target']})")
     from pytest_mulm.fixtures import artifact_scripts
 
-    package = next(p.name for p in (mulm_export.project_dir / "src").iterdir() if (p / "pipeline.py").is_file())
+    package = library_package(mulm_export.project_dir)
     code = GUARD + (
         "import json, sys\n"
         f"import {package} as runner\n"
@@ -212,7 +212,7 @@ def test_runner_own_tests(manifest, mulm_venv, mulm_export, mulm_run_dir):
 
 def test_resources(request, manifest, mulm_venv, mulm_export, mulm_reference):
     """Peak memory and p50 latency of the installed runner against maxMemory and the budget."""
-    package = next(p.name for p in (mulm_export.project_dir / "src").iterdir() if (p / "pipeline.py").is_file())
+    package = library_package(mulm_export.project_dir)
     code = (
         "import json, resource, sys, time\n"
         + PEAK_MB +

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mulm.checks import run_artifact_tests
+from pytest_mulm.checks import library_package, run_artifact_tests
 from pytest_mulm.ops import differences
 
 MULM_FORMAT = "fastapi-service"
@@ -375,7 +375,7 @@ def test_benchmark_latency(request, mulm_service, mulm_export, mulm_venv, mulm_r
     import threading
 
     httpx = _httpx()
-    package = next(p.name for p in (mulm_export.path / "src").iterdir() if (p / "pipeline.py").is_file())
+    package = library_package(mulm_export.project_dir)
     value = mulm_reference[0].input
     body = json.dumps({"input": value}).encode()
     headers = {**_headers(mulm_service, mulm_export), "Content-Type": "application/json"}

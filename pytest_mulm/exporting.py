@@ -57,14 +57,15 @@ class ExportResult:
 
 
 def refuse_unrunnable(workflow: Workflow, exporter: Exporter) -> None:
-    lines = list(workflow.problems) + exporter.check(workflow)
+    config = exporter.check(workflow)
+    lines = list(workflow.problems) + config
     if exporter.supported_blocks is not None:
         for node in workflow.nodes:
             if node.kind not in exporter.supported_blocks:
                 lines.append(f"{node.title}: block type {node.kind!r} cannot be exported to {exporter.name}")
     if lines:
         raise WorkflowError(
-            f"cannot export to {exporter.name}: {len(lines)} block(s) unusable",
+            f"cannot export to {exporter.name}: {len(lines)} " + ("problem(s)" if config else "block(s) unusable"),
             where=f"workflow '{workflow.id}'", lines=lines,
         )
 

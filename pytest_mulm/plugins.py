@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "pytest_mulm.exporters.fastapi_service",
     "pytest_mulm.exporters.edge_deployment",
     "pytest_mulm.exporters.jupyter_notebook",
+    "pytest_mulm.exporters.huggingface_space",
 )
 
 _pm: pluggy.PluginManager | None = None

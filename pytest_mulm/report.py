@@ -41,6 +41,7 @@ def result_entry(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, 
         "message": _one_line(message),
         "export": props.get("mulm_export"),
         "benchmark": props.get("mulm_benchmark"),
+        "attachments": props.get("mulm_attachments"),
     }
 
 
@@ -82,6 +83,8 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
             "builds": sum(1 for e in exports if not e.get("from_cache")),
             "benchmark": _merged_benchmarks(mine),
             "from_cache": bool(exports) and all(e.get("from_cache") for e in exports),
+            # files a check produced for people to look at (screenshots, verified cards)
+            "attachments": {k: v for r in mine for k, v in (r.get("attachments") or {}).items()},
             "checks": [
                 {k: r[k] for k in ("check", "nodeid", "outcome", "duration", "message")} for r in mine
             ],

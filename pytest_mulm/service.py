@@ -15,7 +15,7 @@ from typing import Any
 
 from .venv import Venv, clean_env
 
-__all__ = ["RunningService", "free_port", "start_service"]
+__all__ = ["RunningService", "free_port", "start_process", "start_service"]
 
 
 def free_port() -> int:
@@ -64,20 +64,29 @@ def start_service(venv: Venv, command: str, *, log_dir: Path, env: dict[str, str
     Fresh random credentials are generated for every start; they live only in the
     process's environment and in the returned object.
     """
-    import httpx
-
     port = free_port()
     keys = tuple(secrets.token_urlsafe(24) for _ in range(api_keys))
     jwt_secret = secrets.token_urlsafe(48)
-    full_env = clean_env(MULM_API_KEYS=",".join(keys), MULM_JWT_SECRET=jwt_secret, **(env or {}))
+    full_env = {"MULM_API_KEYS": ",".join(keys), "MULM_JWT_SECRET": jwt_secret, **(env or {})}
+    service = start_process([str(venv.script(command)), "--host", "127.0.0.1", "--port", str(port)], port=port,
+                            log_dir=log_dir, env=full_env, ready_path=ready_path, timeout=timeout)
+    service.api_keys, service.jwt_secret = keys, jwt_secret
+    return service
+
+
+def start_process(argv: list[str], *, port: int, log_dir: Path, env: dict[str, str] | None = None,
+                  cwd: Path | None = None, ready_path: str = "/", timeout: float = 90) -> RunningService:
+    """Start a server process that listens on ``127.0.0.1:port`` and wait until
+    ``ready_path`` answers 200. Output goes to a log file under ``log_dir``."""
+    import httpx
+
+    full_env = clean_env(**(env or {}))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"service-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(venv.script(command)), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True,
-        )
-    service = RunningService(f"http://127.0.0.1:{port}", process, log_path, keys, jwt_secret, full_env)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                                   start_new_session=True)
+    service = RunningService(f"http://127.0.0.1:{port}", process, log_path, env=full_env)
     atexit.register(service.stop)  # also when the run is interrupted before teardown
     deadline = time.monotonic() + timeout
     last: Any = None

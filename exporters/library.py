@@ -25,7 +25,7 @@ from pytest_mulm.deps import distribution_for, imports_of, requirements_for
 from pytest_mulm.exporter import ExportContext
 from pytest_mulm.naming import identifier, one_line, slugify
 from pytest_mulm.ops import to_jsonable
-from pytest_mulm.runtime import BlockFailure, Runtime
+from pytest_mulm.runtime import BlockFailure, Runtime, llm_model, llm_params
 from pytest_mulm.workflow import Node, Workflow
 
 LIBRARY_TEMPLATES = "python-package"
@@ -202,9 +202,11 @@ def _expression(node: Node, variables: dict[str, str], modules: dict[str, str], 
     if k == "llm":
         names = {"input": first, **ins} if len(ins) == 1 else ins
         mapping = ", ".join(f"{h!r}: {val}" for h, val in names.items())
+        temperature, max_tokens = llm_params(node)
         return (
             f"llm.complete({node.id!r}, {c.get('promptTemplate', '{{ input }}')!r}, {{{mapping}}}, "
-            f"system={c.get('systemPrompt', '')!r}, model={c.get('model', '')!r})"
+            f"system={str(c.get('systemPrompt', ''))!r}, model={llm_model(node)!r}, "
+            f"temperature={temperature!r}, max_tokens={max_tokens!r})"
         )
     raise NotImplementedError(k)  # refused earlier by supported_blocks
 

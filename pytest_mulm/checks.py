@@ -35,7 +35,8 @@ def run_artifact_tests(venv: Venv, export: ExportResult, run_dir: Path) -> tuple
     """
     work = Path(tempfile.mkdtemp(prefix="artifact-tests-", dir=run_dir))
     shutil.copytree(export.project_dir, work, ignore=shutil.ignore_patterns("src"), dirs_exist_ok=True)
-    out = venv.run(
+    # the artifact's own tests run as its user would run them: no model, no replay server
+    out = Venv(venv.path).run(
         [str(venv.python), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", str(work / "tests")],
         cwd=work, timeout=900,
     )

@@ -9,6 +9,7 @@ execute only once").
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,42 @@ def mulm_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def mulm_llm(mulm_settings: MulmSettings, mulm_run_dir: Path) -> Iterator[Any]:
+    """The run's :class:`~pytest_mulm.llm.client.LLMClient` (``--mulm-ai``, ``--mulm-budget``,
+    ``--mulm-model``, ``--mulm-cassettes``, ``--mulm-similarity``).
+
+    Every xdist worker has its own client; the budget ledger is one file shared by all
+    of them, so the budget holds for the whole run. Usage is added to the report.
+    """
+    from .llm.client import LLMClient
+
+    client = LLMClient(
+        mulm_settings.ai_mode, cassette_dir=mulm_settings.cassette_dir, budget_usd=mulm_settings.budget_usd,
+        model=mulm_settings.model, similarity=mulm_settings.similarity, ledger_path=mulm_run_dir / "llm-ledger.jsonl",
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+        usage_dir = mulm_run_dir / "llm-usage"
+        usage_dir.mkdir(parents=True, exist_ok=True)
+        (usage_dir / f"{os.getpid()}.json").write_text(json.dumps(client.usage_stats()), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def _mulm_llm_env(request: pytest.FixtureRequest, mulm_workflow: Workflow) -> Iterator[dict[str, str]]:
+    """``OPENAI_BASE_URL``/``OPENAI_API_KEY`` of a cassette replay server for artifacts under
+    test, when the workflow has llm blocks (one server per worker); else nothing."""
+    if not any(n.kind == "llm" for n in mulm_workflow.nodes):
+        yield {}
+        return
+    from .llm.replay_server import ReplayServer
+
+    with ReplayServer(request.getfixturevalue("mulm_llm")) as server:
+        yield server.env
+
+
 @dataclass(frozen=True)
 class ReferenceOutcome:
     """The reference runtime's answer for one example: ``output`` or ``error``."""
@@ -89,15 +126,17 @@ class ReferenceOutcome:
 
 
 @pytest.fixture(scope="session")
-def mulm_reference(mulm_workflow: Workflow) -> list[ReferenceOutcome]:
+def mulm_reference(request: pytest.FixtureRequest, mulm_workflow: Workflow) -> list[ReferenceOutcome]:
     """The reference runtime's outcome for every example input, in order.
 
-    The ground truth every format is compared with.
+    The ground truth every format is compared with. llm blocks answer through
+    ``mulm_llm`` (cassettes, budget, template fallback).
     """
     from .ops import to_jsonable
     from .runtime import BlockFailure, Runtime
 
-    runtime = Runtime(mulm_workflow)
+    llm = request.getfixturevalue("mulm_llm") if any(n.kind == "llm" for n in mulm_workflow.nodes) else None
+    runtime = Runtime(mulm_workflow, llm=llm)
     outcomes = []
     for value in mulm_workflow.examples:
         try:
@@ -186,16 +225,18 @@ def mulm_install(request: pytest.FixtureRequest, mulm_export: ExportResult, mulm
 
 
 @pytest.fixture
-def mulm_venv(mulm_install: dict[str, Any], mulm_format: str) -> Venv:
+def mulm_venv(mulm_install: dict[str, Any], mulm_format: str, _mulm_llm_env: dict[str, str]) -> Venv:
     """A fresh virtualenv with the current format's artifact installed (shared per run).
 
-    Fails the test (pointing at ``test_install``) when the install did not succeed.
+    Commands run in it see the cassette replay server as their OpenAI API when the
+    workflow has llm blocks. Fails the test (pointing at ``test_install``) when the
+    install did not succeed.
     """
     from .venv import Venv
 
     if not mulm_install["ok"]:
         pytest.fail(f"the artifact did not install, see test_install[{mulm_format}]:\n{mulm_install['log']}", pytrace=False)
-    return Venv(Path(mulm_install["venv"]))
+    return Venv(Path(mulm_install["venv"]), env=_mulm_llm_env)
 
 
 def artifact_scripts(export: ExportResult) -> dict[str, str]:
@@ -238,7 +279,7 @@ def mulm_service(mulm_venv: Venv, mulm_export: ExportResult, mulm_run_dir: Path,
             pytest.skip(f"the {mulm_export.format} artifact declares no '*-service' command")
         try:
             _mulm_services[key] = start_service(
-                mulm_venv, commands[0], log_dir=mulm_run_dir / "logs", env={"MULM_RATE_LIMIT": "1000000/60"},
+                mulm_venv, commands[0], log_dir=mulm_run_dir / "logs", env={"MULM_RATE_LIMIT": "1000000/60", **mulm_venv.env},
             )
         except RuntimeError as exc:
             pytest.fail(str(exc), pytrace=False)

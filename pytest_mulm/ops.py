@@ -93,6 +93,19 @@ def label_output(probabilities, labels):
     return [label_output(row, labels) for row in p]
 
 
+def llm_request(prompt, system="", model="", temperature=None, max_tokens=None):
+    """The chat-completion body of an llm block: built the same way by the reference
+    runtime and by every artifact, so both find the same cassette."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    body = {"model": model, "messages": messages}
+    if temperature is not None:
+        body["temperature"] = temperature
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
 def to_jsonable(value):
     """Plain JSON types for any runtime value (arrays become lists of Python floats)."""
     if np is not None and isinstance(value, np.ndarray):

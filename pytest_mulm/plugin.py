@@ -17,9 +17,11 @@ import pytest
 
 from .fixtures import (  # noqa: F401  (fixtures are registered by being in this module)
     _mulm_exports,
+    _mulm_llm_env,
     _mulm_services,
     mulm_export,
     mulm_install,
+    mulm_llm,
     mulm_reference,
     mulm_run_dir,
     mulm_service,
@@ -40,6 +42,13 @@ OPTIONS = {
     "format": ("Export formats to verify: a comma list or 'all'. Default: 'all'", "string", "all"),
     "out": ("Folder for exports and mulm-report.json. Default: 'mulm-out'", "string", "mulm-out"),
     "templates": ("Folder of template overrides, searched before the built-in templates", "string", None),
+    "ai": ("LLM mode: off, replay (cassettes only; misses use the template fallback), record (ask the "
+           "model on a miss and record it; needs OPENAI_API_KEY) or live. Default: replay", "string", "replay"),
+    "budget": ("Hard LLM budget in US dollars for the whole run, all workers together. Default: 25", "string", "25"),
+    "model": ("Model for the LLM layer's own calls (docs, generated blocks). Default: the cheapest active "
+              "model on the dated price table", "string", None),
+    "cassettes": ("Folder of the LLM cassettes (the cache). Default: 'cassettes'", "string", "cassettes"),
+    "similarity": ("Serve near-identical prompts from the cache: on or off. Default: off", "string", "off"),
 }
 
 
@@ -50,6 +59,11 @@ class MulmSettings:
     out_dir: Path
     templates_dir: Path | None
     workflow: Workflow | None = None
+    ai_mode: str = "replay"
+    budget_usd: float = 25.0
+    model: str | None = None
+    cassette_dir: Path = Path("cassettes")
+    similarity: bool = False
 
     @property
     def active(self) -> bool:
@@ -59,7 +73,9 @@ class MulmSettings:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mulm", "µLM workflow export and verification")
     for name, (help_text, ini_type, default) in OPTIONS.items():
-        group.addoption(f"--mulm-{name}", dest=f"mulm_{name}", default=None, metavar=name.upper(), help=help_text)
+        # --mulm-similarity alone means on
+        extra: dict[str, Any] = {"nargs": "?", "const": "on"} if name == "similarity" else {}
+        group.addoption(f"--mulm-{name}", dest=f"mulm_{name}", default=None, metavar=name.upper(), help=help_text, **extra)
         parser.addini(f"mulm_{name}", help=help_text, type=ini_type, default=default)
 
 
@@ -78,8 +94,9 @@ def _resolve(config: pytest.Config) -> MulmSettings:
     templates_dir = (base / templates) if templates else None
     if templates_dir is not None and not templates_dir.is_dir():
         raise pytest.UsageError(f"--mulm-templates: {templates_dir} is not a folder")
+    llm = _llm_settings(config, base)
     if wf_value is None:
-        return MulmSettings(None, (), out, templates_dir)
+        return MulmSettings(None, (), out, templates_dir, **llm)
     from .errors import MulmError
     from .exporting import refuse_unrunnable
     from .loader import load_workflow
@@ -95,7 +112,31 @@ def _resolve(config: pytest.Config) -> MulmSettings:
         from .cli import error_lines
 
         raise pytest.UsageError("\n".join(error_lines(exc))) from None
-    return MulmSettings(base / wf_value, formats, out, templates_dir, workflow)
+    return MulmSettings(base / wf_value, formats, out, templates_dir, workflow, **llm)
+
+
+def _llm_settings(config: pytest.Config, base: Path) -> dict[str, Any]:
+    from .llm.client import MODES
+
+    mode = str(_option(config, "ai")).strip().lower()
+    if mode not in MODES:
+        raise pytest.UsageError(f"--mulm-ai: {mode!r} is not a mode; valid: {', '.join(MODES)}")
+    raw_budget = str(_option(config, "budget")).strip().lstrip("$")
+    try:
+        budget = float(raw_budget)
+    except ValueError:
+        budget = -1.0
+    if not budget >= 0 or budget == float("inf"):
+        raise pytest.UsageError(f"--mulm-budget: {raw_budget!r}; give a number of US dollars, 0 or more (e.g. 25 or 0.5)")
+    similarity = str(_option(config, "similarity")).strip().lower()
+    if similarity not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+        raise pytest.UsageError(f"--mulm-similarity: {similarity!r}; valid: on, off")
+    return {"ai_mode": mode, "budget_usd": budget, "model": _option(config, "model"),
+            # on the command line relative to where pytest runs; from ini or by default
+            # relative to the rootdir, where committed cassettes live
+            "cassette_dir": (base / config.getoption("mulm_cassettes")) if config.getoption("mulm_cassettes")
+            else config.rootpath / _option(config, "cassettes"),
+            "similarity": similarity in ("on", "true", "1", "yes")}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -184,13 +225,16 @@ class MulmReporter:
             self.results.append(result_entry(report, props))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from .report import write_report
+        from .report import llm_usage, write_report
 
-        write_report(self.settings, self.results, int(exitstatus))
+        # workers wrote their usage into the run folder when their session fixtures ended
+        factory = getattr(self.config, "_tmp_path_factory", None)
+        self.llm = llm_usage(factory.getbasetemp() / "mulm-run", self.settings) if factory is not None else None
+        write_report(self.settings, self.results, int(exitstatus), llm=self.llm)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import summary_lines
 
         terminalreporter.section("mulm verification")
-        for line in summary_lines(self.results, self.settings):
+        for line in summary_lines(self.results, self.settings, getattr(self, "llm", None)):
             terminalreporter.write_line(line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
@@ -111,10 +112,42 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
     }
 
 
-def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int) -> None:
+USAGE_SUMS = ("calls", "paid_calls", "exact_hits", "similar_hits", "fallbacks", "retries", "tokens_in", "tokens_out")
+
+
+def llm_usage(run_dir: Path, settings: MulmSettings) -> dict[str, Any] | None:
+    """The LLM usage of every process of the run (each wrote one file), budget from the ledger."""
+    files = sorted((run_dir / "llm-usage").glob("*.json")) if run_dir.is_dir() else []
+    if not files:
+        return None
+    parts = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    usage: dict[str, Any] = {"mode": settings.ai_mode, "model": parts[0].get("model"), "processes": len(parts)}
+    for key in USAGE_SUMS:
+        usage[key] = sum(int(p.get(key, 0)) for p in parts)
+    usage["cost_usd"] = round(sum(float(p.get("cost_usd", 0)) for p in parts), 6)
+    usage["budget_usd"] = settings.budget_usd
+    ledger = run_dir / "llm-ledger.jsonl"
+    if ledger.is_file():
+        from .llm.ledger import Ledger
+
+        totals = Ledger(ledger, settings.budget_usd).totals()
+        usage["spent_usd"] = totals.spent_micro / 1e6
+        usage["remaining_usd"] = totals.remaining_micro / 1e6
+    else:
+        usage["spent_usd"], usage["remaining_usd"] = 0.0, settings.budget_usd
+    per_call = usage["cost_usd"] / usage["paid_calls"] if usage["paid_calls"] else 0
+    usage["projected_exports_left"] = int(usage["remaining_usd"] // usage["cost_usd"]) if usage["cost_usd"] else None
+    usage["cost_per_paid_call_usd"] = round(per_call, 6)
+    usage["events"] = sorted({e for p in parts for e in p.get("events", [])})
+    return usage
+
+
+def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int,
+                 llm: dict[str, Any] | None = None) -> dict[str, Any]:
     from .plugins import get_plugin_manager
 
     report = build_report(settings, results, exitstatus)
+    report["llm"] = llm
     sections = []
     for contributed in get_plugin_manager().hook.report_sections(report=report):
         sections.extend(contributed or [])
@@ -124,9 +157,10 @@ def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(target)
+    return report
 
 
-def summary_lines(results: list[dict[str, Any]], settings: MulmSettings) -> list[str]:
+def summary_lines(results: list[dict[str, Any]], settings: MulmSettings, llm: dict[str, Any] | None = None) -> list[str]:
     checks = list(dict.fromkeys(r["check"] for r in results))
     symbol = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
     width = max([len(c) for c in checks] + [5])
@@ -150,9 +184,13 @@ def summary_lines(results: list[dict[str, Any]], settings: MulmSettings) -> list
             lines.append(f"{fmt} benchmark: " + ", ".join(f"{k}={v}" for k, v in bench.items()))
         for warning in _warnings(settings, fmt):
             lines.append(f"WARNING {fmt}: {warning}")
-    if settings.workflow is not None and any(n.kind == "llm" for n in settings.workflow.nodes):
-        ids = ", ".join(n.id for n in settings.workflow.nodes if n.kind == "llm")
-        lines.append(f"llm blocks answered by the template fallback (no model called): {ids}")
+    if llm:
+        lines.append(
+            f"LLM ({llm['mode']}): {llm['calls']} call(s), {llm['exact_hits']} exact and {llm['similar_hits']} similar "
+            f"cache hit(s), {llm['paid_calls']} paid, {llm['fallbacks']} template fallback(s); "
+            f"{llm['tokens_in']} tokens in, {llm['tokens_out']} out; ${llm['cost_usd']:.6f} spent of ${llm['budget_usd']:.2f}, "
+            f"${llm['remaining_usd']:.6f} left")
+        lines.extend(f"LLM: {e}" for e in llm["events"])
     if settings.workflow is not None and settings.workflow.examples_synthesized:
         lines.append("the workflow has no examples; one was synthesized from the input type")
     lines.append(f"report: {settings.out_dir / 'mulm-report.json'}")

@@ -2,8 +2,9 @@
 
 Executes the DAG in topological order. Python blocks run in-process, each in its own
 module namespace; numeric blocks run in float32 numpy (:mod:`pytest_mulm.ops`);
-``llm`` blocks answer through the template fallback until the LLM layer exists.
-Deterministic: same workflow and input, same output.
+``llm`` blocks go through the LLM layer (:class:`~pytest_mulm.llm.client.LLMClient`:
+cassettes, budget, template fallback) when a client is given, else through the template
+fallback. Deterministic: same workflow, input and cassettes, same output.
 """
 
 from __future__ import annotations
@@ -48,6 +49,25 @@ def llm_fallback(prompt: str, system: str = "", model: str = "") -> str:
     return f"[template fallback: no model was called] {first}"
 
 
+def llm_model(node: Node) -> str:
+    """The model an llm block asks: its own, else the cheapest active one on the price table."""
+    from .llm.models import default_model
+
+    return str(node.config.get("model") or default_model())
+
+
+def llm_params(node: Node) -> tuple[float | None, int | None]:
+    """``temperature`` (0 to 2) and ``maxTokens`` (whole, 1 or more); other values are not sent."""
+    t, m = node.config.get("temperature"), node.config.get("maxTokens")
+    temperature = t if isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 2 else None
+    max_tokens = m if isinstance(m, int) and not isinstance(m, bool) and m >= 1 else None
+    return temperature, max_tokens
+
+
+def llm_body(node: Node, prompt: str) -> dict[str, Any]:
+    return ops.llm_request(prompt, str(node.config.get("systemPrompt", "")), llm_model(node), *llm_params(node))
+
+
 _PROMPTS = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 
 
@@ -71,14 +91,16 @@ def load_block_function(node: Node) -> Callable[..., Any]:
 class Runtime:
     """Runs one workflow; Python blocks are loaded once and reused across calls."""
 
-    def __init__(self, workflow: Workflow, *, llm: Callable[[str, str, str], str] | None = None):
+    def __init__(self, workflow: Workflow, *, llm: Any = None):
+        """``llm``: an :class:`~pytest_mulm.llm.client.LLMClient` (or anything with its
+        ``complete(body, fallback=...)``); without one, llm blocks answer by the template."""
         if workflow.problems:
             raise WorkflowError(
                 f"{len(workflow.problems)} block(s) cannot run", where=f"workflow '{workflow.id}'",
                 lines=list(workflow.problems),
             )
         self.workflow = workflow
-        self.llm = llm or llm_fallback
+        self.llm = llm
         self._functions: dict[str, Callable[..., Any]] = {}
 
     def _function(self, node: Node) -> Callable[..., Any]:
@@ -143,8 +165,13 @@ class Runtime:
             return ops.mixture(inputs["gate"], experts)
         if k == "llm":
             prompt = render_prompt(node, inputs if len(inputs) != 1 else {"input": single, **inputs})
-            fallbacks.append(node.id)
-            return self.llm(prompt, c.get("systemPrompt", ""), c.get("model", ""))
+            if self.llm is None:
+                fallbacks.append(node.id)
+                return llm_fallback(prompt)
+            completion = self.llm.complete(llm_body(node, prompt), fallback=llm_fallback(prompt))
+            if completion.fallback:
+                fallbacks.append(node.id)
+            return completion.text
         from .plugins import get_registry
 
         block = get_registry().block_types.get(k)

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["CommandResult", "Venv", "find_uv"]
@@ -69,7 +69,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     (a verified artifact must not depend on either).
     """
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "OPENAI_API_KEY", "PYTEST_ADDOPTS")
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTEST_ADDOPTS")
+           and not k.startswith("OPENAI_")
            and not k.startswith("PYTEST_XDIST") and not k.startswith("COV_")}
     env.update(extra)
     return env
@@ -78,6 +79,8 @@ def clean_env(**extra: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Venv:
     path: Path
+    # added to every command's environment: e.g. OPENAI_BASE_URL of the cassette replay server
+    env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def bin(self) -> Path:
@@ -109,7 +112,7 @@ class Venv:
         return run(args, env=clean_env(), timeout=timeout)
 
     def run(self, args: Sequence[str], **kwargs) -> CommandResult:
-        kwargs.setdefault("env", clean_env(PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"))
+        kwargs.setdefault("env", clean_env(PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}", **self.env))
         return run(list(args), **kwargs)
 
     def python_run(self, code: str, **kwargs) -> CommandResult:

@@ -216,13 +216,13 @@ def limited_service(mulm_venv, mulm_export, mulm_run_dir, request):
     from pytest_mulm.service import start_service
 
     config = _config(mulm_export)
-    env = {}
+    env = dict(mulm_venv.env)
     if config["rate_limit"] > 200:
         env["MULM_RATE_LIMIT"] = f"5/{config['rate_window']}"
         request.node.user_properties.append(("rate_limit_note", "configured limit lowered to 5 for the check"))
     command = next(n for n in artifact_scripts(mulm_export) if n.endswith("-service"))
     service = start_service(mulm_venv, command, log_dir=mulm_run_dir / "logs", env=env)
-    yield service, (5 if env else config["rate_limit"])
+    yield service, (5 if "MULM_RATE_LIMIT" in env else config["rate_limit"])
     service.stop()
 
 

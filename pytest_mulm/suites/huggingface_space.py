@@ -17,7 +17,6 @@ import shutil
 import statistics
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,7 +83,7 @@ def space_app(mulm_venv, mulm_export, mulm_run_dir, _space_apps):
         env = {
             "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
             "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_SSR_MODE": "False",
-            "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **mulm_venv.env,
         }
         try:
             _space_apps[mulm_export.key] = start_process(

@@ -16,22 +16,27 @@ import os
 from pathlib import Path
 
 from pytest_mulm.llm.client import LLMClient
+from pytest_mulm.llm.docs import write_docs
 from pytest_mulm.llm.fake_server import FakeOpenAI
 from pytest_mulm.loader import load_workflow
 from pytest_mulm.runtime import Runtime
 
 HERE = Path(__file__).resolve().parent
-WORKFLOWS = [HERE.parent / "examples" / "sentiment-pipeline.json",
+EXAMPLES = HERE.parent / "examples"
+WORKFLOWS = [EXAMPLES / "iris-mlp.json", EXAMPLES / "moe-router.json", EXAMPLES / "sentiment-pipeline.json",
              HERE.parent / "tests" / "workflows" / "own" / "summary-chat.json"]
 
 
 def record(client: LLMClient) -> None:
     for path in WORKFLOWS:
         wf = load_workflow(path)
-        runtime = Runtime(wf, llm=client)
+        before = client.usage_stats()["cost_usd"]
+        docs = write_docs(wf, client)  # the prose of every format's artifacts
+        runtime = Runtime(wf, llm=client)  # the llm blocks on every example
         for value in wf.examples:
             runtime.run(value)
-        print(f"{path.name}: {len(wf.examples)} example(s)")
+        cost = client.usage_stats()["cost_usd"] - before
+        print(f"{path.name}: docs {docs.origin}, {len(wf.examples)} example(s), ${cost:.6f} at list prices")
     client.close()
     print(client.usage_stats())
 

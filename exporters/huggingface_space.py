@@ -208,12 +208,16 @@ def card_problems(text: str, *, space: bool) -> list[str]:
     return problems
 
 
-def model_card_text(env: Any, workflow: Workflow, names: dict[str, str], *,
+def model_card_text(env: Any, workflow: Workflow, names: dict[str, str], *, docs: Any = None,
                     metrics: list[dict[str, Any]] | None = None, verified_by: str = "") -> str:
     """The model card, with ``metrics`` (from a verification run) when there are any.
 
-    ``env`` is the exporters' Jinja environment (user template overrides apply).
+    ``env`` is the exporters' Jinja environment (user template overrides apply);
+    ``docs`` the prose (:class:`~pytest_mulm.llm.docs.Docs`, templates when None).
     """
+    from pytest_mulm.llm.docs import template_docs
+
+    docs = docs if docs is not None else template_docs(workflow)
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     cfg = _section(workflow, "modelCard")
@@ -237,8 +241,8 @@ def model_card_text(env: Any, workflow: Workflow, names: dict[str, str], *,
         limitations.append("LLM blocks answer with a deterministic template (no model is called); "
                            "the card says nothing about the quality of model answers.")
     body = env.get_template(f"{FORMAT}/MODEL_CARD.md.jinja").render(
-        workflow=workflow, names=names, task=task, nodes=[workflow.node(n) for n in workflow.order],
-        intended=cfg.get("intendedUse") or workflow.description or f"Running the {workflow.name or names['dist']} workflow.",
+        workflow=workflow, names=names, task=task, nodes=[workflow.node(n) for n in workflow.order], docs=docs,
+        intended=cfg.get("intendedUse") or docs.summary,
         limitations=limitations, metrics=metrics or [], verified_by=verified_by or "pytest-mulm",
     )
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}", ignore_metadata_errors=False))
@@ -286,9 +290,9 @@ class HuggingFaceSpaceExporter(Exporter):
         ctx.render("app.py.jinja", "app.py", package=names["package"], **common)
         matter = front_matter(wf, names)
         readme_body = ctx.env.get_template(f"{FORMAT}/README.md.jinja").render(
-            **{**common, "workflow": wf, "config": config, "matter": matter, "requirements": requirements})
+            **{**common, "workflow": wf, "docs": ctx.docs, "config": config, "matter": matter, "requirements": requirements})
         readme = f"---\n{yaml.safe_dump(matter, sort_keys=False, allow_unicode=True)}---\n{readme_body}"
-        card = model_card_text(ctx.env, wf, names)
+        card = model_card_text(ctx.env, wf, names, docs=ctx.docs)
         for text, space, name in ((readme, True, "README.md"), (card, False, "MODEL_CARD.md")):
             problems = card_problems(text, space=space)
             if problems:  # our own output: a bug here, never the user's

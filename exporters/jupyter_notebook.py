@@ -55,7 +55,7 @@ class JupyterNotebookExporter(Exporter):
 def _markdown(ctx: ExportContext, template: str, **variables: Any):
     import nbformat
 
-    text = ctx.env.get_template(f"{FORMAT}/{template}").render(workflow=ctx.workflow, **variables)
+    text = ctx.env.get_template(f"{FORMAT}/{template}").render(workflow=ctx.workflow, docs=ctx.docs, **variables)
     return nbformat.v4.new_markdown_cell(text)
 
 

@@ -106,7 +106,9 @@ def _write_blocks(ctx: ExportContext, wf: Workflow, pkg: str, variables: dict[st
             continue
         mod = f"b_{variables[node.id]}"
         modules[node.id] = mod
-        header = [f"# Block {one_line(node.title)} copied verbatim from the workflow by pytest-mulm."]
+        origin = ("written from its spec (config.generate) by pytest-mulm's LLM layer and checked against its examples"
+                  if node.config.get("generate") else "copied verbatim from the workflow by pytest-mulm")
+        header = [f"# Block {one_line(node.title)} {origin}."]
         imports = [f"import {m} as {n}" if n != m else f"import {m}" for n, m in node.implicit_imports]
         if imports:
             header.append("# The block uses these names without importing them; imported here explicitly.")

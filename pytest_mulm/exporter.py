@@ -65,6 +65,7 @@ class ExportContext:
     exporter: Exporter
     options: Mapping[str, Any] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
+    docs: Any = None  # pytest_mulm.llm.docs.Docs: prose for READMEs, cards, narrative (AI or template)
 
     def path(self, relpath: str) -> Path:
         """Resolve ``relpath`` under the output directory; refuse anything that escapes."""
@@ -107,7 +108,7 @@ class ExportContext:
         to ``relpath`` (default: the template name minus ``.jinja``)."""
         name = f"{folder or self.exporter.name}/{template}"
         try:
-            text = self.env.get_template(name).render(workflow=self.workflow, **variables)
+            text = self.env.get_template(name).render(**{"workflow": self.workflow, "docs": self.docs, **variables})
         except UndefinedError as exc:
             raise ExportError(f"{self.exporter.name}: template {name}: {exc.message}") from None
         except TemplateError as exc:

@@ -53,6 +53,7 @@ class ExportResult:
             "format": self.format, "path": str(self.path), "key": self.key,
             "from_cache": self.from_cache, "seconds": round(self.seconds, 4),
             "content_hash": self.manifest.get("workflow", {}).get("content_hash"),
+            "docs": self.manifest.get("docs"),
         }
 
 
@@ -70,8 +71,9 @@ def refuse_unrunnable(workflow: Workflow, exporter: Exporter) -> None:
         )
 
 
-def cache_key(workflow: Workflow, exporter: Exporter, templates_dir: Path | None) -> str:
+def cache_key(workflow: Workflow, exporter: Exporter, templates_dir: Path | None, docs: Any = None) -> str:
     material = {
+        "docs": docs.digest if docs is not None and docs.origin == "ai" else None,
         "workflow": workflow.content_hash,
         "format": exporter.name,
         "options": exporter.options(workflow),
@@ -89,21 +91,27 @@ def export_workflow(
     out_dir: str | Path = "mulm-out",
     templates_dir: str | Path | None = None,
     target: str | Path | None = None,
+    docs: Any = None,
 ) -> ExportResult:
     """Export ``workflow`` to ``format``.
 
     With ``target`` the artifact is written exactly there (the ``mulm export -o`` case);
-    otherwise into the content-addressed cache under ``out_dir``.
+    otherwise into the content-addressed cache under ``out_dir``. ``docs`` (from
+    :func:`pytest_mulm.llm.docs.write_docs`) is the prose the artifact's READMEs, cards
+    and narrative use; without it the template texts are used.
     """
+    from .llm.docs import template_docs
+
     exporter = get_registry().exporter(format)
     refuse_unrunnable(workflow, exporter)
     tdir = Path(templates_dir) if templates_dir else None
-    key = cache_key(workflow, exporter, tdir)
+    docs = docs if docs is not None else template_docs(workflow)
+    key = cache_key(workflow, exporter, tdir, docs)
     started = time.perf_counter()
     if target is not None:
         final = Path(target)
         _guard_target(final)
-        _build(workflow, exporter, final, key, tdir)
+        _build(workflow, exporter, final, key, tdir, docs)
         return ExportResult(format, final, key, False, time.perf_counter() - started, _read_manifest(final))
     prepare_out_dir(Path(out_dir))
     final = Path(out_dir) / exporter.name / key
@@ -113,7 +121,7 @@ def export_workflow(
             return ExportResult(format, final, key, True, time.perf_counter() - started, _read_manifest(final))
         if final.exists():  # a folder without a manifest is an interrupted build
             shutil.rmtree(final)
-        _build(workflow, exporter, final, key, tdir)
+        _build(workflow, exporter, final, key, tdir, docs)
     return ExportResult(format, final, key, False, time.perf_counter() - started, _read_manifest(final))
 
 
@@ -138,13 +146,13 @@ def _guard_target(final: Path) -> None:
         )
 
 
-def _build(workflow: Workflow, exporter: Exporter, final: Path, key: str, templates_dir: Path | None) -> None:
+def _build(workflow: Workflow, exporter: Exporter, final: Path, key: str, templates_dir: Path | None, docs: Any) -> None:
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         ctx = ExportContext(
             workflow=workflow, out_dir=tmp, env=make_environment(templates_dir),
-            exporter=exporter, options=exporter.options(workflow),
+            exporter=exporter, options=exporter.options(workflow), docs=docs,
         )
         exporter.export(ctx)
         ctx.write_json(MANIFEST, _manifest(workflow, exporter, key, ctx))
@@ -176,6 +184,7 @@ def _manifest(workflow: Workflow, exporter: Exporter, key: str, ctx: ExportConte
         },
         "dependencies": exporter.requirements(workflow),
         "project": exporter.project_subdir,
+        "docs": {k: v for k, v in ctx.docs.as_dict().items() if k in ("origin", "model", "author", "cache", "cost_usd", "reason")},
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": files,
     }

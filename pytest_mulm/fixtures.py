@@ -99,6 +99,20 @@ def mulm_llm(mulm_settings: MulmSettings, mulm_run_dir: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def mulm_docs(request: pytest.FixtureRequest, mulm_settings: MulmSettings, mulm_workflow: Workflow,
+              mulm_run_dir: Path) -> Any:
+    """The prose of this run's artifacts (:class:`~pytest_mulm.llm.docs.Docs`): written once
+    per run by one batched call through ``mulm_llm`` (free from a cassette in replay
+    mode), else the template texts; ``.origin`` says which."""
+    from .llm.docs import Docs, template_docs, write_docs
+
+    if mulm_settings.ai_mode == "off":
+        return template_docs(mulm_workflow, reason="the LLM layer is off (--mulm-ai=off)")
+    client = request.getfixturevalue("mulm_llm")
+    return Docs.from_dict(once(mulm_run_dir, "docs", lambda: write_docs(mulm_workflow, client).as_dict()))
+
+
+@pytest.fixture(scope="session")
 def _mulm_llm_env(request: pytest.FixtureRequest, mulm_workflow: Workflow) -> Iterator[dict[str, str]]:
     """``OPENAI_BASE_URL``/``OPENAI_API_KEY`` of a cassette replay server for artifacts under
     test, when the workflow has llm blocks (one server per worker); else nothing."""
@@ -154,7 +168,7 @@ def _mulm_exports() -> dict[str, ExportResult]:
 
 @pytest.fixture
 def mulm_export(request: pytest.FixtureRequest, mulm_settings: MulmSettings, mulm_workflow: Workflow,
-                mulm_format: str, _mulm_exports: dict[str, ExportResult]) -> ExportResult:
+                mulm_format: str, _mulm_exports: dict[str, ExportResult], mulm_docs: Any) -> ExportResult:
     """The export of the workflow to the current ``mulm_format``.
 
     Built once per run into the content-addressed cache under ``--mulm-out`` (reused when
@@ -169,6 +183,7 @@ def mulm_export(request: pytest.FixtureRequest, mulm_settings: MulmSettings, mul
         try:
             _mulm_exports[mulm_format] = export_workflow(
                 mulm_workflow, mulm_format, out_dir=mulm_settings.out_dir, templates_dir=mulm_settings.templates_dir,
+                docs=mulm_docs,
             )
         except MissingDependencyError as exc:
             pytest.skip(str(exc))

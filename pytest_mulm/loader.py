@@ -341,8 +341,8 @@ def _parse_node(raw: dict, nid: str, block_types: Mapping[str, BlockType], *, is
             problems.append(problem)
     elif kind == "python" and config.get("generate"):
         problems.append(
-            f"node '{nid}' ({label}): generated blocks (config.generate) need the LLM layer, "
-            "which this version does not have yet; give the block sourceCode"
+            f"node '{nid}' ({label}): generated block (config.generate) has no code yet: pytest-mulm writes it "
+            "through the LLM layer when it exports (pytest --mulm-workflow, mulm export); or give it sourceCode"
         )
     elif kind == "python":
         problems.append(f"node '{nid}' ({label}): Python block without sourceCode; give it sourceCode defining one function")

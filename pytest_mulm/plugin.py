@@ -19,6 +19,7 @@ from .fixtures import (  # noqa: F401  (fixtures are registered by being in this
     _mulm_exports,
     _mulm_llm_env,
     _mulm_services,
+    mulm_docs,
     mulm_export,
     mulm_install,
     mulm_llm,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .workflow import Workflow
 
 SETTINGS_KEY = pytest.StashKey["MulmSettings"]()
+GENERATED_KEY = pytest.StashKey[list]()
 
 OPTIONS = {
     # name: (help, ini type, default)
@@ -106,6 +108,7 @@ def _resolve(config: pytest.Config) -> MulmSettings:
         registry = get_registry()
         formats = tuple(registry.resolve_formats(_option(config, "format")))
         workflow = load_workflow(base / wf_value)
+        workflow = _generate_blocks(config, workflow, llm)
         for fmt in formats:
             refuse_unrunnable(workflow, registry.exporter(fmt))
     except MulmError as exc:
@@ -113,6 +116,41 @@ def _resolve(config: pytest.Config) -> MulmSettings:
 
         raise pytest.UsageError("\n".join(error_lines(exc))) from None
     return MulmSettings(base / wf_value, formats, out, templates_dir, workflow, **llm)
+
+
+def run_dir_of(config: pytest.Config) -> Path:
+    """The folder all processes of this run share (the ``mulm_run_dir`` fixture's)."""
+    base = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    return (base.parent if base.name.startswith("popen-gw") else base) / "mulm-run"
+
+
+def _generate_blocks(config: pytest.Config, workflow: Workflow, llm: dict[str, Any]) -> Workflow:
+    """Write the code of generated blocks (config.generate) before anything is exported.
+
+    Patterns first (free); the model only when none reproduces the examples. Under
+    xdist the controller runs first, so workers find its answers in the cassettes.
+    """
+    if not any(n.kind == "python" and n.source is None and n.config.get("generate") for n in workflow.nodes):
+        return workflow
+    import json
+    import os
+
+    from .llm.blockgen import resolve_generated_blocks
+    from .llm.client import LLMClient
+
+    run_dir = run_dir_of(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    client = LLMClient(llm["ai_mode"], cassette_dir=llm["cassette_dir"], budget_usd=llm["budget_usd"],
+                       model=llm["model"], similarity=llm["similarity"], ledger_path=run_dir / "llm-ledger.jsonl")
+    try:
+        workflow, infos = resolve_generated_blocks(workflow, client, model=llm["model"])
+    finally:
+        client.close()
+        usage = run_dir / "llm-usage"
+        usage.mkdir(parents=True, exist_ok=True)
+        (usage / f"{os.getpid()}-blocks.json").write_text(json.dumps(client.usage_stats()), encoding="utf-8")
+    config.stash[GENERATED_KEY] = infos
+    return workflow
 
 
 def _llm_settings(config: pytest.Config, base: Path) -> dict[str, Any]:
@@ -139,6 +177,7 @@ def _llm_settings(config: pytest.Config, base: Path) -> dict[str, Any]:
             "similarity": similarity in ("on", "true", "1", "yes")}
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own tmp_path setup: generated blocks use the run folder
 def pytest_configure(config: pytest.Config) -> None:
     settings = _resolve(config)
     config.stash[SETTINGS_KEY] = settings
@@ -230,6 +269,8 @@ class MulmReporter:
         # workers wrote their usage into the run folder when their session fixtures ended
         factory = getattr(self.config, "_tmp_path_factory", None)
         self.llm = llm_usage(factory.getbasetemp() / "mulm-run", self.settings) if factory is not None else None
+        if self.llm is not None:
+            self.llm["generated_blocks"] = self.config.stash.get(GENERATED_KEY, [])
         write_report(self.settings, self.results, int(exitstatus), llm=self.llm)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

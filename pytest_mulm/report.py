@@ -80,6 +80,7 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
             "export_dir": first.get("path"),
             "content_hash": first.get("content_hash"),
             "cache_key": first.get("key"),
+            "docs": first.get("docs"),  # who wrote the artifact's prose: "ai" or "template"
             # one entry per process that asked for the export: built once means one False
             "builds": sum(1 for e in exports if not e.get("from_cache")),
             "benchmark": _merged_benchmarks(mine),
@@ -100,7 +101,7 @@ def build_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
             "content_hash": wf.content_hash if wf else None,
             "examples": len(wf.examples) if wf else 0,
             "examples_synthesized": wf.examples_synthesized if wf else False,
-            "llm_blocks_fallback": [n.id for n in wf.nodes if n.kind == "llm"] if wf else [],
+            "llm_blocks": [n.id for n in wf.nodes if n.kind == "llm"] if wf else [],
         },
         "formats": formats,
         "tests_passed": passed,

@@ -123,8 +123,9 @@ def test_export_iris_prints_the_output_path(tmp_path):
     proc = mulm("export", IRIS, "--format", "python-package", "-o", out, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    (line,) = proc.stdout.splitlines()
+    line, prose = proc.stdout.splitlines()
     assert line.startswith("python-package: ") and str(out) in line
+    assert prose.startswith("prose: Descriptions written from pytest-mulm's templates")  # no cassette in tmp_path
     assert (out / "mulm-manifest.json").is_file()
     assert (out / "pyproject.toml").is_file()
     manifest = json.loads((out / "mulm-manifest.json").read_text(encoding="utf-8"))

@@ -35,6 +35,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # the output cap reserved for a call that gives no max_tokens: the budget must hold the worst case
 DEFAULT_OUTPUT_CAP = 4096
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# answers of pytest_mulm.llm.fake_server carry this system_fingerprint
+FAKE_FINGERPRINT_PREFIX = "fp_fake"
 
 
 class LLMConfigError(MulmError, ValueError):
@@ -60,6 +62,16 @@ class Completion:
     reason: str = ""  # why a fallback answered
     key: str = ""
     response: dict[str, Any] | None = field(default=None, repr=False)  # the API's JSON, when there was one
+
+    @property
+    def author(self) -> str:
+        """Who wrote the text: the model, or the fake server that stood in for it in tests."""
+        if self.fallback:
+            return "pytest-mulm's templates"
+        fingerprint = str((self.response or {}).get("system_fingerprint") or "")
+        if fingerprint.startswith(FAKE_FINGERPRINT_PREFIX):
+            return f"pytest-mulm's local fake OpenAI server (a deterministic test stand-in for {self.model})"
+        return self.model
 
 
 @dataclass

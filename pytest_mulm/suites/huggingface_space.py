@@ -232,7 +232,7 @@ def test_benchmark_latency(space_calls, request):
     request.node.user_properties.append(("mulm_benchmark", figures))
 
 
-def test_verified_model_card(space_calls, mulm_reference, mulm_export, mulm_workflow, mulm_settings, request):
+def test_verified_model_card(space_calls, mulm_reference, mulm_export, mulm_workflow, mulm_settings, mulm_docs, request):
     """The card again, with the parity and latency this run measured, validated and kept."""
     from pytest_mulm.exporters.huggingface_space import card_problems, model_card_text
     from pytest_mulm.exporters.library import names_for
@@ -248,7 +248,7 @@ def test_verified_model_card(space_calls, mulm_reference, mulm_export, mulm_work
          "value": round(statistics.median(space_calls["seconds"]) * 1000, 2)},
     ]
     text = model_card_text(make_environment(mulm_settings.templates_dir), mulm_workflow, names_for(mulm_workflow),
-                           metrics=metrics, verified_by=f"pytest-mulm on {time.strftime('%Y-%m-%d')}")
+                           docs=mulm_docs, metrics=metrics, verified_by=f"pytest-mulm on {time.strftime('%Y-%m-%d')}")
     problems = card_problems(text, space=False)
     assert not problems, "the verified model card:\n" + "\n".join(problems)
     from huggingface_hub import ModelCard

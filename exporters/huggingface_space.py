@@ -238,8 +238,9 @@ def model_card_text(env: Any, workflow: Workflow, names: dict[str, str], *, docs
     if workflow.examples_synthesized:
         limitations.append("The workflow had no examples: the verification input was synthesized.")
     if any(n.kind == "llm" for n in workflow.nodes):
-        limitations.append("LLM blocks answer with a deterministic template (no model is called); "
-                           "the card says nothing about the quality of model answers.")
+        limitations.append("LLM blocks ask the model configured by OPENAI_API_KEY (a deterministic template "
+                           "answers without one); verification used recorded answers, and nothing here measures "
+                           "the quality of model answers.")
     body = env.get_template(f"{FORMAT}/MODEL_CARD.md.jinja").render(
         workflow=workflow, names=names, task=task, nodes=[workflow.node(n) for n in workflow.order], docs=docs,
         intended=cfg.get("intendedUse") or docs.summary,

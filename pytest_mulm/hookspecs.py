@@ -78,7 +78,9 @@ def register_suites(register: Callable[[str, str], None]) -> None:
     :param register: call it as ``register(format_name, "dotted.module.name")``. The module
         is an ordinary pytest test module; pytest-mulm collects it when ``--mulm-workflow``
         is given and the format is selected, and parametrizes its ``mulm_format`` fixture
-        with that format, giving ids such as ``test_install[python-package]``.
+        with that format, giving ids such as ``test_install[python-package]``. A suite
+        registered for ``"*"`` is collected once and parametrized over every selected
+        format (its module sets no ``MULM_FORMAT``); the security suite is one.
 
     .. versionadded:: 0.1
     """

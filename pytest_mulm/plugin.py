@@ -51,6 +51,19 @@ OPTIONS = {
               "model on the dated price table", "string", None),
     "cassettes": ("Folder of the LLM cassettes (the cache). Default: 'cassettes'", "string", "cassettes"),
     "similarity": ("Serve near-identical prompts from the cache: on or off. Default: off", "string", "off"),
+    "advisories": ("Folder or zip of OSV advisory records (YAML or JSON) for the offline dependency audit", "string", None),
+    "advisories_max_age": ("Fail the offline audit when the advisory snapshot is older than this many days. "
+                           "Default: 30", "string", "30"),
+    "security_baseline": ("JSON file of accepted security findings, each with a written reason", "string", None),
+    "pip_audit": ("Online dependency audit with pip-audit --strict: auto (when PyPI's JSON API answers), on, off. "
+                  "Default: auto", "string", "auto"),
+    "safety": ("Also audit with safety: on or off. Default: off", "string", "off"),
+    "regression": ("Benchmark gate: fail when a figure is this many percent worse than the saved baseline. "
+                   "Default: 25", "string", "25"),
+    "baseline": ("Folder of saved benchmark baselines (pytest-benchmark storage layout). Default: .benchmarks",
+                 "string", ".benchmarks"),
+    "save_baseline": ("Save this run's benchmark figures as the new baseline when every gate passed: on or off. "
+                      "Default: off", "string", "off"),
 }
 
 
@@ -66,6 +79,14 @@ class MulmSettings:
     model: str | None = None
     cassette_dir: Path = Path("cassettes")
     similarity: bool = False
+    advisories: Path | None = None
+    advisories_max_age_days: float = 30.0
+    security_baseline: Path | None = None
+    pip_audit: str = "auto"  # auto, on, off
+    safety: bool = False
+    regression_percent: float = 25.0
+    baseline_dir: Path = Path(".benchmarks")
+    save_baseline: bool = False
 
     @property
     def active(self) -> bool:
@@ -75,9 +96,10 @@ class MulmSettings:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mulm", "µLM workflow export and verification")
     for name, (help_text, ini_type, default) in OPTIONS.items():
-        # --mulm-similarity alone means on
-        extra: dict[str, Any] = {"nargs": "?", "const": "on"} if name == "similarity" else {}
-        group.addoption(f"--mulm-{name}", dest=f"mulm_{name}", default=None, metavar=name.upper(), help=help_text, **extra)
+        # --mulm-similarity and --mulm-save-baseline alone mean on
+        extra = {"nargs": "?", "const": "on"} if name in ("similarity", "save_baseline") else {}
+        group.addoption(f"--mulm-{name.replace('_', '-')}", dest=f"mulm_{name}", default=None, metavar=name.upper(),
+                        help=help_text, **extra)
         parser.addini(f"mulm_{name}", help=help_text, type=ini_type, default=default)
 
 
@@ -96,7 +118,7 @@ def _resolve(config: pytest.Config) -> MulmSettings:
     templates_dir = (base / templates) if templates else None
     if templates_dir is not None and not templates_dir.is_dir():
         raise pytest.UsageError(f"--mulm-templates: {templates_dir} is not a folder")
-    llm = _llm_settings(config, base)
+    llm = {**_llm_settings(config, base), **_gate_settings(config, base)}
     if wf_value is None:
         return MulmSettings(None, (), out, templates_dir, **llm)
     from .errors import MulmError
@@ -153,6 +175,44 @@ def _generate_blocks(config: pytest.Config, workflow: Workflow, llm: dict[str, A
     return workflow
 
 
+def _switch(config: pytest.Config, name: str, valid: tuple[str, ...] = ("on", "off")) -> str:
+    value = str(_option(config, name)).strip().lower()
+    value = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}.get(value, value)
+    if value not in valid:
+        raise pytest.UsageError(f"--mulm-{name.replace('_', '-')}: {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def _number(config: pytest.Config, name: str, low: float = 0.0) -> float:
+    raw = str(_option(config, name)).strip().rstrip("%")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= low or value == float("inf"):
+        raise pytest.UsageError(f"--mulm-{name.replace('_', '-')}: {raw!r}; give a number, {low:g} or more")
+    return value
+
+
+def _gate_settings(config: pytest.Config, base: Path) -> dict[str, Any]:
+    advisories = _option(config, "advisories")
+    baseline = _option(config, "security_baseline")
+    if advisories and not (base / advisories).exists():
+        raise pytest.UsageError(f"--mulm-advisories: {base / advisories} does not exist; give a folder or zip of OSV records")
+    if baseline and not (base / baseline).is_file():
+        raise pytest.UsageError(f"--mulm-security-baseline: {base / baseline} is not a file")
+    return {
+        "advisories": (base / advisories) if advisories else None,
+        "advisories_max_age_days": _number(config, "advisories_max_age"),
+        "security_baseline": (base / baseline) if baseline else None,
+        "pip_audit": _switch(config, "pip_audit", ("auto", "on", "off")),
+        "safety": _switch(config, "safety") == "on",
+        "regression_percent": _number(config, "regression"),
+        "baseline_dir": base / _option(config, "baseline"),
+        "save_baseline": _switch(config, "save_baseline") == "on",
+    }
+
+
 def _llm_settings(config: pytest.Config, base: Path) -> dict[str, Any]:
     from .llm.client import MODES
 
@@ -204,11 +264,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from .plugins import get_registry
 
     registry = get_registry()
-    for fmt in settings.formats:
-        for module_name in registry.suites.get(fmt, []):
-            path = Path(importlib.import_module(module_name).__file__ or "")
-            module = pytest.Module.from_parent(session, path=path, nodeid=f"mulm/{module_name.rsplit('.', 1)[-1]}")
-            items.extend(_collect(session, module))
+    # a suite registered for "*" runs once, parametrized over every selected format
+    for module_name in [m for fmt in settings.formats for m in registry.suites.get(fmt, [])] + registry.suites.get("*", []):
+        path = Path(importlib.import_module(module_name).__file__ or "")
+        module = pytest.Module.from_parent(session, path=path, nodeid=f"mulm/{module_name.rsplit('.', 1)[-1]}")
+        items.extend(_collect(session, module))
 
 
 def _collect(session: pytest.Session, collector: pytest.Collector) -> list[pytest.Item]:

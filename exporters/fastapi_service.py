@@ -9,6 +9,7 @@ service (ports, auth, limits) is written to ``service_config.json`` as data.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -207,6 +208,11 @@ class FastAPIServiceExporter(Exporter):
             ctx.render(template, target, **variables)
         if variables["kube"]["autoscaling"]:
             ctx.render("k8s/hpa.yaml.jinja", "k8s/hpa.yaml", **variables)
+        # CI that runs the service's own tests and lints its Dockerfile, on the Python
+        # version that exported it (python_version above is the Docker base image's)
+        ci_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        ctx.render("github-ci.yml.jinja", ".github/workflows/test.yml", ci_python=ci_python, **variables)
+        ctx.render("gitlab-ci.yml.jinja", ".gitlab-ci.yml", ci_python=ci_python, **variables)
 
 
 # (template, output path) of the deployment files; see templates/fastapi-service/

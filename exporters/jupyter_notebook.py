@@ -73,13 +73,15 @@ def _code(package: str) -> list:
 
     cell = nbformat.v4.new_code_cell
     return [
-        cell("import json, sys, time\n"
+        cell("import json\n"
+             "import sys\n"
+             "import time\n"
              "sys.path.insert(0, 'src')  # the workflow library exported beside this notebook\n"
              f"import {package} as workflow\n"
              "examples = workflow.examples()\n"
              "print(f'{len(examples)} example(s)')"),
         cell("results = [workflow.run(example['input']) for example in examples]\n"
-             "for example, result in zip(examples, results):\n"
+             "for example, result in zip(examples, results, strict=True):\n"
              "    print(json.dumps(example['input'])[:80], '->', json.dumps(result)[:120])"),
         cell("%matplotlib inline\n"
              "import matplotlib.pyplot as plt\n"
@@ -97,7 +99,8 @@ def _code(package: str) -> list:
              "    for i, s in enumerate(series):\n"
              "        ax.bar([k + i * width for k in range(len(keys))], [s[k] for k in keys], width, label=f'example {i}')\n"
              "    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys)\n"
-             "    ax.set_title('outputs per example'); ax.legend(fontsize='small')\n"
+             "    ax.set_title('outputs per example')\n"
+             "    ax.legend(fontsize='small')\n"
              "else:\n"
              "    ax.bar(range(len(results)), [len(json.dumps(r)) for r in results])\n"
              "    ax.set_title('size of each output (characters)')\n"
@@ -105,7 +108,9 @@ def _code(package: str) -> list:
         cell("timings = []\n"
              "for _ in range(20):\n"
              "    for example in examples:\n"
-             "        started = time.perf_counter(); workflow.run(example['input']); timings.append(time.perf_counter() - started)\n"
+             "        started = time.perf_counter()\n"
+             "        workflow.run(example['input'])\n"
+             "        timings.append(time.perf_counter() - started)\n"
              "timings.sort()\n"
              "print(f'p50 {timings[len(timings) // 2] * 1000:.3f} ms over {len(timings)} calls')"),
         cell(f"with open({RESULTS!r}, 'w', encoding='utf-8') as fh:\n"

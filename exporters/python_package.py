@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from pytest_mulm.blocks import NUMERIC_KINDS
@@ -34,6 +35,10 @@ class PythonPackageExporter(Exporter):
         ctx.render("gitignore.jinja", ".gitignore", **common)
         ctx.render("README.md.jinja", "README.md", **common)
         ctx.render("API.md.jinja", "docs/API.md", modules=api_reference(ctx, pkg, names["package"]), **common)
+        # CI that runs the package's own tests, on the Python version that exported it
+        ci_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        ctx.render("github-ci.yml.jinja", ".github/workflows/test.yml", ci_python=ci_python, **common)
+        ctx.render("gitlab-ci.yml.jinja", ".gitlab-ci.yml", ci_python=ci_python, **common)
 
 
 @hookimpl

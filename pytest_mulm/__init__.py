@@ -5,6 +5,8 @@ Python API::
     from pytest_mulm import load_workflow, export_workflow, run_workflow
     wf = load_workflow("examples/iris-mlp.json")
     result = export_workflow(wf, "python-package", out_dir="mulm-out")
+    # after a pytest --mulm-workflow run over it:
+    verification = verify_deployment(result)
 
 Plugin authors: see :mod:`pytest_mulm.hookspecs`.
 """
@@ -27,6 +29,7 @@ __all__ = [
     "hookimpl",
     "load_workflow",
     "run_workflow",
+    "verify_deployment",
 ]
 
 
@@ -45,4 +48,8 @@ def __getattr__(name: str):
         from .runtime import run_workflow
 
         return run_workflow
+    if name == "verify_deployment":
+        from .verify import verify_deployment
+
+        return verify_deployment
     raise AttributeError(f"module 'pytest_mulm' has no attribute {name!r}")

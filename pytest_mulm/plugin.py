@@ -324,18 +324,25 @@ class MulmReporter:
             self.results.append(result_entry(report, props))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from .report import llm_usage, write_report
+        from .report import build_report, llm_usage, write_report
+        from .session_end import decide, partial_run
 
         # workers wrote their usage into the run folder when their session fixtures ended
         factory = getattr(self.config, "_tmp_path_factory", None)
-        self.llm = llm_usage(factory.getbasetemp() / "mulm-run", self.settings) if factory is not None else None
+        run_dir = factory.getbasetemp() / "mulm-run" if factory is not None else None
+        self.llm = llm_usage(run_dir, self.settings) if run_dir is not None else None
         if self.llm is not None:
             self.llm["generated_blocks"] = self.config.stash.get(GENERATED_KEY, [])
-        write_report(self.settings, self.results, int(exitstatus), llm=self.llm)
+        formats = build_report(self.settings, self.results, int(exitstatus))["formats"]
+        self.verdict = decide(self.settings, self.results, formats, self.llm, run_dir, partial_run(self.config))
+        if self.verdict.gate_failed and exitstatus == pytest.ExitCode.OK:
+            # a failed gate fails the run even when every item passed (the exit code is the gate)
+            session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
+        write_report(self.settings, self.results, int(exitstatus), llm=self.llm, verdict=self.verdict)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import summary_lines
 
         terminalreporter.section("mulm verification")
-        for line in summary_lines(self.results, self.settings, getattr(self, "llm", None)):
+        for line in summary_lines(self.results, self.settings, getattr(self, "llm", None), getattr(self, "verdict", None)):
             terminalreporter.write_line(line)

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "pytest_mulm.exporters.edge_deployment",
     "pytest_mulm.exporters.jupyter_notebook",
     "pytest_mulm.exporters.huggingface_space",
+    "pytest_mulm.security",
 )
 
 _pm: pluggy.PluginManager | None = None

@@ -1,4 +1,5 @@
-"""mulm-report.json and the terminal summary: they only read results (design.md §8)."""
+"""mulm-report.json, .md and .html, and the terminal summary: they only read results
+and the run's verdict (design.md §8)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     import pytest
 
     from .plugin import MulmSettings
+    from .session_end import RunVerdict
 
 __all__ = ["REPORT_SCHEMA", "result_entry", "summary_lines", "write_report"]
 
@@ -43,6 +45,7 @@ def result_entry(report: pytest.TestReport, props: dict[str, Any]) -> dict[str, 
         "export": props.get("mulm_export"),
         "benchmark": props.get("mulm_benchmark"),
         "attachments": props.get("mulm_attachments"),
+        "security": props.get("mulm_security"),  # what a security scanner found (its own record)
     }
 
 
@@ -144,11 +147,22 @@ def llm_usage(run_dir: Path, settings: MulmSettings) -> dict[str, Any] | None:
 
 
 def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int,
-                 llm: dict[str, Any] | None = None) -> dict[str, Any]:
+                 llm: dict[str, Any] | None = None, verdict: RunVerdict | None = None) -> dict[str, Any]:
+    """Write mulm-report.json, mulm-report.md (and the CI step summary) and mulm-report.html."""
     from .plugins import get_plugin_manager
+    from .report_html import write_html
+    from .report_md import write_markdown
+    from .session_end import security_section
+    from .verify import recommendations
 
     report = build_report(settings, results, exitstatus)
     report["llm"] = llm
+    report["security"] = security_section(results)
+    if verdict is not None:
+        report["gates"] = verdict.gates
+        report["last_known_good"] = verdict.last_known_good
+        report["baseline"] = verdict.baseline
+    report["recommendations"] = recommendations(report)
     sections = []
     for contributed in get_plugin_manager().hook.report_sections(report=report):
         sections.extend(contributed or [])
@@ -158,10 +172,13 @@ def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     tmp.replace(target)
+    write_markdown(report, settings.out_dir)
+    write_html(report, settings.out_dir)
     return report
 
 
-def summary_lines(results: list[dict[str, Any]], settings: MulmSettings, llm: dict[str, Any] | None = None) -> list[str]:
+def summary_lines(results: list[dict[str, Any]], settings: MulmSettings, llm: dict[str, Any] | None = None,
+                  verdict: RunVerdict | None = None) -> list[str]:
     checks = list(dict.fromkeys(r["check"] for r in results))
     symbol = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
     width = max([len(c) for c in checks] + [5])
@@ -194,5 +211,29 @@ def summary_lines(results: list[dict[str, Any]], settings: MulmSettings, llm: di
         lines.extend(f"LLM: {e}" for e in llm["events"])
     if settings.workflow is not None and settings.workflow.examples_synthesized:
         lines.append("the workflow has no examples; one was synthesized from the input type")
-    lines.append(f"report: {settings.out_dir / 'mulm-report.json'}")
+    if verdict is not None:
+        lines.extend(_verdict_lines(verdict))
+    out = settings.out_dir
+    lines.append(f"report: {out / 'mulm-report.json'} (also .md and .html)")
+    return lines
+
+
+def _verdict_lines(verdict: RunVerdict) -> list[str]:
+    from .report_md import GATE_EXPLANATIONS
+
+    lines = []
+    for name, gate in verdict.gates.items():
+        mark = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}.get(gate["outcome"], gate["outcome"])
+        lines.append(f"gate {name}: {mark}: {gate['message']}")
+        if gate["outcome"] == "failed":
+            lines.append(f"  ({name} gate: {GATE_EXPLANATIONS.get(name, '')}; it makes the exit code non-zero)")
+    for fmt, lkg in verdict.last_known_good.items():
+        if lkg["recorded"]:
+            lines.append(f"last known good {fmt}: {lkg['key']} ({lkg['reason']})")
+        else:
+            lines.append(f"last known good {fmt}: not updated: {lkg['reason']}")
+            if lkg["key"]:
+                lines.append(f"  roll back: {'; '.join(c for c in lkg['rollback'] if not c.startswith('#'))}")
+    if verdict.baseline:
+        lines.append(f"benchmark baseline: {verdict.baseline['saved'] or ''} {verdict.baseline['reason']}".replace("  ", " "))
     return lines

@@ -17,15 +17,18 @@ WORKFLOWS += [ROOT / "workflows" / "edge" / "wide-mlp.json"]  # weights dominate
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
-def test_edge_bundle_verifies(pytester: pytest.Pytester, workflow: Path) -> None:
+def test_edge_bundle_verifies(pytester: pytest.Pytester, workflow: Path, mulm_security) -> None:
     result = pytester.runpytest_subprocess(
         f"--mulm-workflow={workflow}", "--mulm-format=edge-deployment", "-p", "no:cacheprovider", "-rs",
+        *mulm_security.args,
     )
     report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
     fmt = report["formats"]["edge-deployment"]
-    failed = {c["nodeid"]: c["message"] for c in fmt["checks"] if c["outcome"] != "passed"}
+    failed = {c["nodeid"]: c["message"] for c in fmt["checks"]
+              if c["outcome"] != "passed" and not mulm_security.is_security(c)}
     assert not failed, failed
-    assert report["tests_total"] == 17
+    mulm_security.check(report, "edge-deployment")
+    assert report["tests_total"] == 17 + mulm_security.items
     bench = fmt["benchmark"]
     for backend in ("onnxruntime", "litert"):
         assert bench[f"{backend}_int8"]["agreement"] >= 0.98

@@ -16,12 +16,15 @@ WORKFLOWS += [ROOT / "workflows" / "own" / f"{n}.json" for n in ("text-stats", "
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
-def test_notebook_verifies(pytester: pytest.Pytester, workflow: Path) -> None:
+def test_notebook_verifies(pytester: pytest.Pytester, workflow: Path, mulm_security) -> None:
     result = pytester.runpytest_subprocess(
         f"--mulm-workflow={workflow}", "--mulm-format=jupyter-notebook", "-p", "no:cacheprovider", "-rs",
+        *mulm_security.args,
     )
     report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
-    checks = {c["nodeid"].split("::")[-1]: c for c in report["formats"]["jupyter-notebook"]["checks"]}
+    mulm_security.check(report, "jupyter-notebook")
+    checks = {c["nodeid"].split("::")[-1]: c for c in report["formats"]["jupyter-notebook"]["checks"]
+              if not mulm_security.is_security(c)}
     for name, check in checks.items():
         if name == "test_pdf[jupyter-notebook]":
             assert check["outcome"] in ("passed", "skipped")

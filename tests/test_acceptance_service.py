@@ -26,11 +26,17 @@ def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def run_suite(pytester: pytest.Pytester, workflow: Path) -> dict:
+def run_suite(pytester: pytest.Pytester, workflow: Path, security) -> dict:
     result = pytester.runpytest_subprocess(
-        f"--mulm-workflow={workflow}", "--mulm-format=fastapi-service", "-p", "no:cacheprovider", "-rs",
+        f"--mulm-workflow={workflow}", "--mulm-format=fastapi-service", "-p", "no:cacheprovider", "-rs", *security.args,
     )
     report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
+    security.check(report, "fastapi-service")
+    # the API's auth, rate-limit and leak checks are part of the security summary
+    api = {c["check"] for c in report["security"]["fastapi-service"]["api"]}
+    assert {"test_rate_limit_429_with_retry_after", "test_no_traceback_or_path_in_errors"} <= api
+    report["formats"]["fastapi-service"]["checks"] = [
+        c for c in report["formats"]["fastapi-service"]["checks"] if not security.is_security(c)]
     report["_result"] = result
     return report
 
@@ -40,8 +46,8 @@ WORKFLOWS += sorted((ROOT / "workflows" / "own").glob("*.json"))
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
-def test_service_verifies_with_auth(pytester: pytest.Pytester, workflow: Path) -> None:
-    report = run_suite(pytester, workflow)
+def test_service_verifies_with_auth(pytester: pytest.Pytester, workflow: Path, mulm_security) -> None:
+    report = run_suite(pytester, workflow, mulm_security)
     fmt = report["formats"]["fastapi-service"]
     outcomes = {c["check"]: c["outcome"] for c in fmt["checks"]}
     not_passed = {k: v for k, v in outcomes.items() if v != "passed"}
@@ -56,8 +62,8 @@ def test_service_verifies_with_auth(pytester: pytest.Pytester, workflow: Path) -
     assert report["_result"].ret == pytest.ExitCode.OK
 
 
-def test_service_without_auth_passes_the_rest_and_is_flagged(pytester: pytest.Pytester) -> None:
-    report = run_suite(pytester, ROOT / "workflows" / "service" / "open-text-stats.json")
+def test_service_without_auth_passes_the_rest_and_is_flagged(pytester: pytest.Pytester, mulm_security) -> None:
+    report = run_suite(pytester, ROOT / "workflows" / "service" / "open-text-stats.json", mulm_security)
     fmt = report["formats"]["fastapi-service"]
     outcomes = {c["check"]: c for c in fmt["checks"]}
     for name, check in outcomes.items():

@@ -22,12 +22,15 @@ ALLOWED_SKIPS = {
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda p: p.stem)
-def test_space_verifies(pytester: pytest.Pytester, workflow: Path) -> None:
+def test_space_verifies(pytester: pytest.Pytester, workflow: Path, mulm_security) -> None:
     result = pytester.runpytest_subprocess(
         f"--mulm-workflow={workflow}", "--mulm-format=huggingface-space", "-p", "no:cacheprovider", "-rs",
+        *mulm_security.args,
     )
     report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
+    mulm_security.check(report, "huggingface-space")
     space = report["formats"]["huggingface-space"]
+    space["checks"] = [c for c in space["checks"] if not mulm_security.is_security(c)]
     for check in space["checks"]:
         if check["outcome"] == "skipped":
             reason = ALLOWED_SKIPS.get(check["check"])

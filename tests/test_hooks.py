@@ -186,7 +186,9 @@ def test_third_party_suite_is_collected_and_report_section_added(
     result = pytester.runpytest_subprocess("--mulm-workflow=wf.json", "--mulm-format=shout", "-v", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["*mulm/suite::test_shouted[[]shout[]] PASSED*"])
     report = json.loads((pytester.path / "mulm-out" / "mulm-report.json").read_text())
-    assert report["sections"] == [{"title": "shout", "lines": ["1 checks seen"]}]
+    # its own check plus the 7 security checks every format gets (pytest_mulm.suites.security)
+    result.stdout.fnmatch_lines(["*mulm/security::test_bandit[[]shout[]] PASSED*"])
+    assert report["sections"] == [{"title": "shout", "lines": ["8 checks seen"]}]
 
 
 def test_every_hook_has_a_test_and_documentation() -> None:

@@ -144,3 +144,22 @@ def test_parity(mulm_venv, mulm_export, mulm_reference):
     for i, (got, ref) in enumerate(zip(actual, mulm_reference, strict=True)):
         problems += [f"example {i}: {d}" for d in differences(got, ref.output, rtol=RTOL)]
     assert not problems, "the installed package disagrees with the reference runtime:\n" + "\n".join(problems[:20])
+
+
+def test_benchmark_call(request, mulm_venv, mulm_export):
+    """Latency of ``run`` on every example, called in-process inside the artifact's venv.
+
+    The figures go to the report and to the benchmark gate (``--mulm-regression``
+    against the saved baseline); this item only checks that they were produced: timing
+    is judged by the gate, never by an assert here.
+    """
+    from pytest_mulm.benchmarking import CallLatencyError, measure_call_latency
+
+    package = names_for_manifest(mulm_export)["package"]
+    try:
+        figures = measure_call_latency(mulm_venv, package)
+    except CallLatencyError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert figures["calls"] > 0 and figures["call_p50_ms"] >= 0, figures
+    request.node.user_properties.append(("mulm_benchmark", figures))
+    print(json.dumps(figures))

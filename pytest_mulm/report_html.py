@@ -116,7 +116,8 @@ def comparison_chart(gate: dict[str, Any]) -> Markup:
     rows = []
     for c in comparisons(gate):
         base, current = _num(c.get("baseline")), _num(c.get("current"))
-        if base is not None and current is not None:
+        # "not compared" figures (no direction, such as a call count) stay in the tables only
+        if base is not None and current is not None and c.get("outcome") in ("passed", "failed"):
             rows.append((c, base, current, _num(c.get("threshold_percent"))))
     if not rows:
         return _empty("no baseline yet", label, str(gate.get("message") or "the next run is compared with this one"))

@@ -338,7 +338,10 @@ class MulmReporter:
         if self.verdict.gate_failed and exitstatus == pytest.ExitCode.OK:
             # a failed gate fails the run even when every item passed (the exit code is the gate)
             session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
-        write_report(self.settings, self.results, int(exitstatus), llm=self.llm, verdict=self.verdict)
+        report = write_report(self.settings, self.results, int(exitstatus), llm=self.llm, verdict=self.verdict)
+        if report["exit_status"] != exitstatus:  # a secret value had to be redacted from the reports
+            self.verdict.gates["security"] = report["gates"]["security"]
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .report import summary_lines

@@ -152,7 +152,7 @@ def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
     from .plugins import get_plugin_manager
     from .report_html import write_html
     from .report_md import write_markdown
-    from .session_end import security_section
+    from .session_end import redact, security_section
     from .verify import recommendations
 
     report = build_report(settings, results, exitstatus)
@@ -162,11 +162,18 @@ def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
         report["gates"] = verdict.gates
         report["last_known_good"] = verdict.last_known_good
         report["baseline"] = verdict.baseline
-    report["recommendations"] = recommendations(report)
     sections = []
     for contributed in get_plugin_manager().hook.report_sections(report=report):
         sections.extend(contributed or [])
     report["sections"] = sections
+    report, leaked = redact(report)
+    if leaked:  # a check's message quoted a secret: the gate fails, the files never hold it
+        gate = report.setdefault("gates", {}).setdefault("security", {"name": "security", "details": []})
+        gate["outcome"] = "failed"
+        gate["message"] = (f"{gate.get('message', '')}; " if gate.get("message") else "") + (
+            f"the value of {', '.join(leaked)} appeared in this run's results (redacted in the reports); rotate it")
+        report["exit_status"] = report["exit_status"] or 1
+    report["recommendations"] = recommendations(report)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     target = settings.out_dir / "mulm-report.json"
     tmp = target.with_suffix(f".tmp{os.getpid()}")

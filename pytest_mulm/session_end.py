@@ -6,7 +6,9 @@ applies :mod:`pytest_mulm.gates` to them:
 - the benchmark gate compares the run's figures with the newest saved baseline,
 - the budget gate holds the run's LLM spend against ``--mulm-budget``,
 - the security gate fails on any failed security check (the security suite, and the
-  fastapi-service API attacks: auth, rate limit, body limit, leaks),
+  fastapi-service API attacks: auth, rate limit, body limit, leaks), and on any value of
+  the run's secrets found in an artifact, cassette or log once every item is done (the
+  reports are redacted before they are written),
 - per format, an export that passed every check and every gate becomes the format's last
   known good; otherwise the previous one stays, and the report says why and how to roll
   back to it,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
     from .plugin import MulmSettings
 
-__all__ = ["RunVerdict", "decide", "partial_run", "security_section"]
+__all__ = ["RunVerdict", "decide", "final_leaks", "partial_run", "redact", "security_section"]
 
 
 @dataclass
@@ -98,6 +100,63 @@ def security_section(results: list[dict[str, Any]]) -> dict[str, dict[str, list[
     return section
 
 
+def final_leaks(settings: MulmSettings, formats: dict[str, Any], run_dir: Path | None) -> list[str]:
+    """The run's secret values found anywhere it wrote, once every item is done.
+
+    The security suite's leak item runs while other items may still be writing (a
+    service's log under xdist); this pass sees the final files. The reports are not
+    written yet: :func:`redact` keeps the values out of them.
+    """
+    from .security.secrets_scan import find_leaks, secret_needles
+
+    needles, _ = secret_needles()
+    if not needles:
+        return []
+    places = {f"{fmt} artifact": Path(e["export_dir"]) for fmt, e in formats.items() if e.get("export_dir")}
+    places["cassettes"] = Path(settings.cassette_dir)
+    if run_dir is not None:
+        places["logs"] = run_dir / "logs"
+    leaks, _ = find_leaks(places, needles)
+    return [leak.line_text() for leak in leaks]
+
+
+def _with_leaks(gate: GateResult, leaks: list[str]) -> GateResult:
+    if not leaks:
+        return gate
+    shown = "; ".join(leaks[:5]) + (f"; and {len(leaks) - 5} more" if len(leaks) > 5 else "")
+    message = f"secret values written by this run: {shown}; rotate them"
+    if gate.outcome == "failed":
+        message = f"{gate.message}; {message}"
+    details = [*gate.details, *({"check": "secret-values (end of run)", "outcome": "failed", "message": leak}
+                                for leak in leaks)]
+    return GateResult(gate.name, "failed", message, details)
+
+
+def redact(report: Any) -> tuple[Any, list[str]]:
+    """``report`` with every value of the run's secrets replaced by ``[redacted NAME]``,
+    and the names that were found: a failure message that quotes a key must not put the
+    key into the report files or the CI step summary."""
+    from .security.secrets_scan import secret_needles
+
+    needles, _ = secret_needles()
+    found: set[str] = set()
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for name, secret in needles.items():
+                if secret in value:
+                    found.add(name)
+                    value = value.replace(secret, f"[redacted {name}]")
+            return value
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return (clean(report) if needles else report), sorted(found)
+
+
 def _lkg(settings: MulmSettings, results: list[dict[str, Any]], formats: dict[str, Any],
          gates_passed: bool, partial: str | None) -> dict[str, dict[str, Any]]:
     store = LastKnownGood(settings.out_dir)
@@ -134,7 +193,7 @@ def decide(settings: MulmSettings, results: list[dict[str, Any]], formats: dict[
     gates: list[GateResult] = [
         benchmark_gate(settings.baseline_dir, workflow_id, current, settings.regression_percent),
         budget_gate(llm, settings.budget_usd, ledger_path=run_dir / "llm-ledger.jsonl" if run_dir else None),
-        security_gate(results),
+        _with_leaks(security_gate(results), final_leaks(settings, formats, run_dir)),
     ]
     verdict = RunVerdict(gates={g.name: g.as_dict() for g in gates})
     failed_checks = sum(1 for r in results if r["outcome"] in ("failed", "error"))

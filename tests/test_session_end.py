@@ -107,3 +107,66 @@ def test_failed_check_saves_no_baseline(tmp_path: Path) -> None:
     verdict = decide(s, results, export(tmp_path, "k1"), None, None, None)
     assert verdict.baseline == {"saved": None, "reason": "baseline not saved: 1 check(s) failed"}
     assert load_baseline(s.baseline_dir, "wf") is None
+
+
+SECRET = "jwt-secret-for-the-redaction-test-42"
+
+
+def test_redact_replaces_every_secret_value_and_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_mulm.session_end import redact
+
+    monkeypatch.setenv("MULM_JWT_SECRET", SECRET)
+    monkeypatch.setenv("MULM_API_KEYS", "short,api-key-number-two-xyz")
+    report = {"formats": {"f": {"checks": [{"message": f"token {SECRET} rejected"}]}},
+              "list": ["api-key-number-two-xyz", 3], SECRET: None}
+    cleaned, found = redact(report)
+    assert found == ["MULM_API_KEYS[1]", "MULM_JWT_SECRET"]
+    assert cleaned == {"formats": {"f": {"checks": [{"message": "token [redacted MULM_JWT_SECRET] rejected"}]}},
+                       "list": ["[redacted MULM_API_KEYS[1]]", 3], "[redacted MULM_JWT_SECRET]": None}
+
+
+def test_secret_value_found_at_the_end_of_the_run_fails_the_security_gate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULM_JWT_SECRET", SECRET)
+    s = settings(tmp_path)
+    formats = export(tmp_path, "k1")
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "service.log").write_text(f"started\nsecret is {SECRET}\n")
+    verdict = decide(s, [entry("test_bandit", "passed", module="security")], formats, None, tmp_path / "run", None)
+    gate = verdict.gates["security"]
+    assert gate["outcome"] == "failed"
+    assert gate["message"] == ("secret values written by this run: logs: service.log, line 2: the value of "
+                               f"MULM_JWT_SECRET ({len(SECRET)} characters, masked); rotate them")
+    assert SECRET not in json.dumps(verdict.gates)
+    assert verdict.last_known_good["python-package"]["recorded"] is False
+
+
+def test_a_result_quoting_a_secret_is_redacted_and_fails_the_run(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULM_JWT_SECRET", SECRET)
+    (pytester.path / "wf.json").write_text(json.dumps({
+        "id": "tiny", "name": "Tiny", "version": "1.0.0",
+        "nodes": [{"id": "in", "type": "aiBlock", "data": {"label": "In", "type": "input",
+                                                           "config": {"inputType": "number", "examples": [1]}}},
+                  {"id": "out", "type": "aiBlock", "data": {"label": "Out", "type": "output", "config": {}}}],
+        "edges": [{"id": "e", "source": "in", "target": "out"}]}))
+    # a passing check that puts the secret where the report shows it
+    pytester.makepyfile(test_leaky="""
+        import os
+
+        def test_leaky(request, mulm_format):
+            request.node.user_properties.append(("mulm_attachments", {"note": os.environ["MULM_JWT_SECRET"]}))
+    """)
+    result = pytester.runpytest_subprocess("--mulm-workflow=wf.json", "--mulm-format=python-package", "-k", "leaky",
+                                           "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, deselected=16)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = pytester.path / "mulm-out"
+    for name in ("mulm-report.json", "mulm-report.md", "mulm-report.html"):
+        text = (out / name).read_text()
+        assert SECRET not in text and "redacted MULM_JWT_SECRET" in text, name
+    report = json.loads((out / "mulm-report.json").read_text())
+    assert report["gates"]["security"]["outcome"] == "failed" and report["exit_status"] == 1
+    assert "the value of MULM_JWT_SECRET appeared in this run's results" in report["gates"]["security"]["message"]
+    result.stdout.fnmatch_lines(["gate security: FAILED: *the value of MULM_JWT_SECRET appeared*"])

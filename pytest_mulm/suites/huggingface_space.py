@@ -62,23 +62,14 @@ def _results(config: dict[str, Any], answer: Any) -> Any:
     return {o["id"]: v for o, v in zip(config["outputs"], values[:n_outputs], strict=True)}
 
 
-@pytest.fixture(scope="session")
-def _space_apps() -> Any:
-    from pytest_mulm.service import kill_all
-
-    running: dict[str, Any] = {}
-    try:
-        yield running
-    finally:
-        kill_all(list(running.values()))
-
-
 @pytest.fixture
-def space_app(mulm_venv, mulm_export, mulm_run_dir, _space_apps):
-    """The Space's ``app.py`` running in the fresh venv on a free loopback port (one per worker)."""
+def space_app(mulm_venv, mulm_export, mulm_run_dir, _mulm_services):
+    """The Space's ``app.py`` running in the fresh venv on a free loopback port (one per
+    worker, stopped with the session's other servers)."""
     from pytest_mulm.service import free_port, start_process
 
-    if mulm_export.key not in _space_apps:
+    key = str(mulm_export.path)  # the export's folder: unique across formats
+    if key not in _mulm_services:
         port = free_port()
         env = {
             "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
@@ -86,13 +77,13 @@ def space_app(mulm_venv, mulm_export, mulm_run_dir, _space_apps):
             "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", **mulm_venv.env,
         }
         try:
-            _space_apps[mulm_export.key] = start_process(
+            _mulm_services[key] = start_process(
                 [str(mulm_venv.python), "app.py"], port=port, cwd=mulm_export.path, env=env,
                 log_dir=mulm_run_dir / "logs", ready_path="/gradio_api/info", timeout=180,
             )
         except RuntimeError as exc:
             pytest.fail(f"app.py did not start: {exc}", pytrace=False)
-    return _space_apps[mulm_export.key]
+    return _mulm_services[key]
 
 
 @pytest.fixture

@@ -333,12 +333,13 @@ class MulmReporter:
         self.llm = llm_usage(run_dir, self.settings) if run_dir is not None else None
         if self.llm is not None:
             self.llm["generated_blocks"] = self.config.stash.get(GENERATED_KEY, [])
-        formats = build_report(self.settings, self.results, int(exitstatus))["formats"]
-        self.verdict = decide(self.settings, self.results, formats, self.llm, run_dir, partial_run(self.config))
+        report = build_report(self.settings, self.results, int(exitstatus))
+        self.verdict = decide(self.settings, self.results, report["formats"], self.llm, run_dir,
+                              partial_run(self.config))
         if self.verdict.gate_failed and exitstatus == pytest.ExitCode.OK:
             # a failed gate fails the run even when every item passed (the exit code is the gate)
             session.exitstatus = exitstatus = pytest.ExitCode.TESTS_FAILED
-        report = write_report(self.settings, self.results, int(exitstatus), llm=self.llm, verdict=self.verdict)
+        report = write_report(self.settings, report, self.results, int(exitstatus), llm=self.llm, verdict=self.verdict)
         if report["exit_status"] != exitstatus:  # a secret value had to be redacted from the reports
             self.verdict.gates["security"] = report["gates"]["security"]
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

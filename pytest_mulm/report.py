@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .plugin import MulmSettings
     from .session_end import RunVerdict
 
-__all__ = ["REPORT_SCHEMA", "result_entry", "summary_lines", "write_report"]
+__all__ = ["REPORT_SCHEMA", "build_report", "result_entry", "summary_lines", "write_report"]
 
 REPORT_SCHEMA = 1
 
@@ -146,16 +146,17 @@ def llm_usage(run_dir: Path, settings: MulmSettings) -> dict[str, Any] | None:
     return usage
 
 
-def write_report(settings: MulmSettings, results: list[dict[str, Any]], exitstatus: int,
+def write_report(settings: MulmSettings, report: dict[str, Any], results: list[dict[str, Any]], exitstatus: int,
                  llm: dict[str, Any] | None = None, verdict: RunVerdict | None = None) -> dict[str, Any]:
-    """Write mulm-report.json, mulm-report.md (and the CI step summary) and mulm-report.html."""
+    """Complete ``report`` (:func:`build_report`'s) with the run's verdict and write
+    mulm-report.json, mulm-report.md (and the CI step summary) and mulm-report.html."""
     from .plugins import get_plugin_manager
     from .report_html import write_html
     from .report_md import write_markdown
     from .session_end import redact, security_section
     from .verify import recommendations
 
-    report = build_report(settings, results, exitstatus)
+    report["exit_status"] = exitstatus  # after the gates: they can fail a run whose items passed
     report["llm"] = llm
     report["security"] = security_section(results)
     if verdict is not None:
